@@ -1,0 +1,8 @@
+"""CARAFE (Content-Aware ReAssembly of FEatures) upsampling for Keras 3 on TensorFlow."""
+
+__version__ = "0.1.0"
+
+from keras_carafe import ops  # noqa: E402
+from keras_carafe.ops import carafe  # noqa: E402
+
+__all__ = ["ops", "carafe", "__version__"]

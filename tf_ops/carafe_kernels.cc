@@ -1,0 +1,239 @@
+// TensorFlow OpKernels of the CARAFE reassembly: validate shapes at run time,
+// allocate outputs, and hand raw pointers to the CPU or CUDA kernels.
+#include <vector>
+
+#include "carafe_cpu.h"
+#include "carafe_cuda.h"
+#include "carafe_geometry.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/platform/threadpool.h"
+
+#ifdef KERAS_CARAFE_WITH_CUDA
+#include "xla/stream_executor/stream.h"
+#endif
+
+namespace keras_carafe {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::DEVICE_GPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Status;
+using ::tensorflow::Tensor;
+using ::tensorflow::errors::InvalidArgument;
+
+struct CpuDevice {};
+struct GpuDevice {};
+
+template <typename T>
+struct Kind;
+template <>
+struct Kind<float> {
+  static constexpr ScalarKind value = ScalarKind::kFloat32;
+};
+template <>
+struct Kind<double> {
+  static constexpr ScalarKind value = ScalarKind::kFloat64;
+};
+template <>
+struct Kind<Eigen::half> {
+  static constexpr ScalarKind value = ScalarKind::kFloat16;
+};
+template <>
+struct Kind<Eigen::bfloat16> {
+  static constexpr ScalarKind value = ScalarKind::kBFloat16;
+};
+
+template <typename T>
+using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+
+// Rough cycles per pixel, for the thread pool's shard sizing.
+int64_t CostPerPixel(const CarafeGeometry& g) { return 2 * g.taps() * g.channels + 16; }
+
+// Shapes that the Python layer and the shape function normally reject; checked
+// again here because the kernels index memory with them.
+Status ValidateGeometry(const Tensor& features, const Tensor& kernels, int64_t scale,
+                        int64_t kernel_size, int64_t groups, CarafeGeometry* g) {
+  if (features.dims() != 4)
+    return InvalidArgument("features must have rank 4 (N, H, W, C), got shape ",
+                           features.shape().DebugString());
+  if (kernels.dims() != 4)
+    return InvalidArgument("kernels must have rank 4 (N, H*s, W*s, G*k*k), got shape ",
+                           kernels.shape().DebugString());
+  *g = CarafeGeometry{features.dim_size(0), features.dim_size(1), features.dim_size(2),
+                      features.dim_size(3), scale,                kernel_size,
+                      groups};
+  if (g->channels % groups != 0)
+    return InvalidArgument("features channels (", g->channels,
+                           ") must be divisible by group_size (", groups, ")");
+  if (kernels.dim_size(0) != g->batch)
+    return InvalidArgument("kernels batch (", kernels.dim_size(0),
+                           ") must equal features batch (", g->batch, ")");
+  if (kernels.dim_size(1) != g->out_h() || kernels.dim_size(2) != g->out_w())
+    return InvalidArgument("kernels spatial size must be (", g->out_h(), ", ", g->out_w(),
+                           ") = scale_factor * features spatial size, got (",
+                           kernels.dim_size(1), ", ", kernels.dim_size(2), ")");
+  if (kernels.dim_size(3) != g->kernel_channels())
+    return InvalidArgument("kernels channels must be group_size * kernel_size^2 = ",
+                           g->kernel_channels(), ", got ", kernels.dim_size(3));
+  return tensorflow::OkStatus();
+}
+
+template <typename Device, typename T>
+struct Launch;
+
+template <typename T>
+struct Launch<CpuDevice, T> {
+  static Status Forward(OpKernelContext* ctx, const CarafeGeometry& g, const T* features,
+                        const T* kernels, T* output) {
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    pool->ParallelFor(g.out_pixels(), CostPerPixel(g), [&](int64_t begin, int64_t end) {
+      std::vector<Acc<T>> scratch(g.channels);
+      cpu::Forward<T, Acc<T>>(g, features, kernels, output, begin, end, scratch.data());
+    });
+    return tensorflow::OkStatus();
+  }
+
+  static Status Backward(OpKernelContext* ctx, const CarafeGeometry& g, const T* grad_output,
+                         const T* features, const T* kernels, T* grad_features,
+                         T* grad_kernels) {
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    pool->ParallelFor(g.in_pixels(), CostPerPixel(g) * g.scale * g.scale,
+                      [&](int64_t begin, int64_t end) {
+                        std::vector<Acc<T>> scratch(g.channels);
+                        cpu::BackwardFeatures<T, Acc<T>>(g, grad_output, kernels,
+                                                         grad_features, begin, end,
+                                                         scratch.data());
+                      });
+    pool->ParallelFor(g.out_pixels(), CostPerPixel(g), [&](int64_t begin, int64_t end) {
+      cpu::BackwardKernels<T, Acc<T>>(g, grad_output, features, grad_kernels, begin, end);
+    });
+    return tensorflow::OkStatus();
+  }
+};
+
+#ifdef KERAS_CARAFE_WITH_CUDA
+void* CudaStream(OpKernelContext* ctx) {
+  return ctx->op_device_context()->stream()->platform_specific_handle().stream;
+}
+
+Status CudaResult(const char* error) {
+  if (error == nullptr) return tensorflow::OkStatus();
+  return tensorflow::errors::Internal("CARAFE CUDA kernel launch failed: ", error);
+}
+
+template <typename T>
+struct Launch<GpuDevice, T> {
+  static Status Forward(OpKernelContext* ctx, const CarafeGeometry& g, const T* features,
+                        const T* kernels, T* output) {
+    return CudaResult(
+        cuda::Forward(Kind<T>::value, g, features, kernels, output, CudaStream(ctx)));
+  }
+
+  static Status Backward(OpKernelContext* ctx, const CarafeGeometry& g, const T* grad_output,
+                         const T* features, const T* kernels, T* grad_features,
+                         T* grad_kernels) {
+    return CudaResult(cuda::Backward(Kind<T>::value, g, grad_output, features, kernels,
+                                     grad_features, grad_kernels, CudaStream(ctx)));
+  }
+};
+#endif  // KERAS_CARAFE_WITH_CUDA
+
+class CarafeKernelBase : public OpKernel {
+ public:
+  explicit CarafeKernelBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale_factor", &scale_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_size", &kernel_size_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("group_size", &groups_));
+    OP_REQUIRES(ctx, scale_ >= 1, InvalidArgument("scale_factor must be >= 1, got ", scale_));
+    OP_REQUIRES(ctx, kernel_size_ >= 1 && kernel_size_ % 2 == 1,
+                InvalidArgument("kernel_size must be odd and >= 1, got ", kernel_size_));
+    OP_REQUIRES(ctx, groups_ >= 1, InvalidArgument("group_size must be >= 1, got ", groups_));
+  }
+
+ protected:
+  Status Geometry(const Tensor& features, const Tensor& kernels, CarafeGeometry* g) const {
+    return ValidateGeometry(features, kernels, scale_, kernel_size_, groups_, g);
+  }
+
+ private:
+  int64_t scale_, kernel_size_, groups_;
+};
+
+template <typename Device, typename T>
+class CarafeOp : public CarafeKernelBase {
+ public:
+  using CarafeKernelBase::CarafeKernelBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& features = ctx->input(0);
+    const Tensor& kernels = ctx->input(1);
+    CarafeGeometry g;
+    OP_REQUIRES_OK(ctx, Geometry(features, kernels, &g));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, tensorflow::TensorShape({g.batch, g.out_h(), g.out_w(), g.channels}),
+                            &output));
+    OP_REQUIRES_OK(ctx, Launch<Device, T>::Forward(ctx, g, features.flat<T>().data(),
+                                                   kernels.flat<T>().data(),
+                                                   output->flat<T>().data()));
+  }
+};
+
+template <typename Device, typename T>
+class CarafeGradOp : public CarafeKernelBase {
+ public:
+  using CarafeKernelBase::CarafeKernelBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& grad_output = ctx->input(0);
+    const Tensor& features = ctx->input(1);
+    const Tensor& kernels = ctx->input(2);
+    CarafeGeometry g;
+    OP_REQUIRES_OK(ctx, Geometry(features, kernels, &g));
+    const tensorflow::TensorShape out_shape({g.batch, g.out_h(), g.out_w(), g.channels});
+    OP_REQUIRES(ctx, grad_output.shape() == out_shape,
+                InvalidArgument("grad_output must have the output shape ", out_shape.DebugString(),
+                                ", got ", grad_output.shape().DebugString()));
+    Tensor* grad_features = nullptr;
+    Tensor* grad_kernels = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, features.shape(), &grad_features));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, kernels.shape(), &grad_kernels));
+    OP_REQUIRES_OK(ctx, Launch<Device, T>::Backward(
+                            ctx, g, grad_output.flat<T>().data(), features.flat<T>().data(),
+                            kernels.flat<T>().data(), grad_features->flat<T>().data(),
+                            grad_kernels->flat<T>().data()));
+  }
+};
+
+#define REGISTER_CARAFE_KERNELS(DEVICE_NAME, DEVICE, T)                                  \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("KerasCarafeReassemble").Device(DEVICE_NAME).TypeConstraint<T>("T"),          \
+      CarafeOp<DEVICE, T>);                                                              \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("KerasCarafeReassembleGrad").Device(DEVICE_NAME).TypeConstraint<T>("T"),      \
+      CarafeGradOp<DEVICE, T>);
+
+REGISTER_CARAFE_KERNELS(DEVICE_CPU, CpuDevice, float);
+REGISTER_CARAFE_KERNELS(DEVICE_CPU, CpuDevice, double);
+REGISTER_CARAFE_KERNELS(DEVICE_CPU, CpuDevice, Eigen::half);
+REGISTER_CARAFE_KERNELS(DEVICE_CPU, CpuDevice, Eigen::bfloat16);
+#ifdef KERAS_CARAFE_WITH_CUDA
+REGISTER_CARAFE_KERNELS(DEVICE_GPU, GpuDevice, float);
+REGISTER_CARAFE_KERNELS(DEVICE_GPU, GpuDevice, double);
+REGISTER_CARAFE_KERNELS(DEVICE_GPU, GpuDevice, Eigen::half);
+REGISTER_CARAFE_KERNELS(DEVICE_GPU, GpuDevice, Eigen::bfloat16);
+#endif
+
+}  // namespace
+}  // namespace keras_carafe
+
+#ifndef KERAS_CARAFE_WITH_CUDA
+extern "C" const char* keras_carafe_cuda_status() {
+  return "CUDA kernels not built (no CUDA compiler was found at build time)";
+}
+extern "C" const char* keras_carafe_cuda_architectures() { return ""; }
+#endif
