@@ -3,8 +3,8 @@
 // Each function handles a half-open range of pixels so that the caller can
 // shard the work over its own thread pool. Channels are the innermost, unit
 // stride loop, which the compiler vectorizes. `Acc` is the accumulation type
-// (float for 16-bit inputs) and `scratch` holds `geometry.channels` values of
-// it, owned by the calling shard so that no pixel allocates.
+// (float for 16-bit inputs); scratch buffers belong to the calling shard so
+// that no pixel allocates.
 //
 // The features gradient is a gather over the output pixels that read each
 // input pixel, so every result is written by exactly one loop iteration and
@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "carafe_geometry.h"
 
@@ -27,12 +28,53 @@ inline void ValidTaps(int64_t center, int64_t radius, int64_t kernel_size,
   *end = std::min<int64_t>(kernel_size, extent - center + radius);
 }
 
+// Channels per register block: the partial sums of one block stay in vector
+// registers while all taps are added, instead of round-tripping through memory.
+constexpr int64_t kBlock = 32;
+
+// out[j] = sum_t weights[t] * rows[t][j] for j < length, in a fixed order.
 template <typename T, typename Acc>
-void Forward(const CarafeGeometry& g, const T* features, const T* kernels,
-             T* output, int64_t pixel_begin, int64_t pixel_end, Acc* scratch) {
+inline void WeightedRowSum(const Acc* weights, const T* const* rows, int64_t count,
+                           int64_t length, T* out) {
+  int64_t c = 0;
+  for (; c + kBlock <= length; c += kBlock) {
+    Acc acc[kBlock] = {};
+    for (int64_t t = 0; t < count; ++t) {
+      const Acc w = weights[t];
+      const T* row = rows[t] + c;
+#pragma omp simd
+      for (int64_t j = 0; j < kBlock; ++j) acc[j] += w * static_cast<Acc>(row[j]);
+    }
+    for (int64_t j = 0; j < kBlock; ++j) out[c + j] = static_cast<T>(acc[j]);
+  }
+  if (c == length) return;
+  Acc acc[kBlock] = {};
+  for (int64_t t = 0; t < count; ++t) {
+    const Acc w = weights[t];
+    const T* row = rows[t] + c;
+    for (int64_t j = 0; j < length - c; ++j) acc[j] += w * static_cast<Acc>(row[j]);
+  }
+  for (int64_t j = 0; j < length - c; ++j) out[c + j] = static_cast<T>(acc[j]);
+}
+
+// Per-shard buffers for the (weight, row) lists, sized for the largest list
+// (k*k taps times s*s sub-pixels in the features gradient).
+template <typename T, typename Acc>
+struct TapScratch {
+  explicit TapScratch(const CarafeGeometry& g)
+      : weights(g.taps() * g.scale * g.scale), rows(g.taps() * g.scale * g.scale) {}
+  std::vector<Acc> weights;
+  std::vector<const T*> rows;
+};
+
+template <typename T, typename Acc>
+void Forward(const CarafeGeometry& g, const T* features, const T* kernels, T* output,
+             int64_t pixel_begin, int64_t pixel_end, TapScratch<T, Acc>* scratch) {
   const int64_t out_w = g.out_w(), out_h = g.out_h();
   const int64_t k = g.kernel_size, r = g.radius(), taps = g.taps();
   const int64_t cg = g.group_channels();
+  Acc* weights = scratch->weights.data();
+  const T** rows = scratch->rows.data();
   for (int64_t p = pixel_begin; p < pixel_end; ++p) {
     const int64_t ow = p % out_w;
     const int64_t oh = (p / out_w) % out_h;
@@ -42,24 +84,18 @@ void Forward(const CarafeGeometry& g, const T* features, const T* kernels,
     ValidTaps(ih, r, k, g.in_h, &ky0, &ky1);
     ValidTaps(iw, r, k, g.in_w, &kx0, &kx1);
     const T* pixel_kernels = kernels + p * g.kernel_channels();
-    std::fill(scratch, scratch + g.channels, Acc(0));
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      Acc* acc = scratch + grp * cg;
+      int64_t count = 0;
       for (int64_t ky = ky0; ky < ky1; ++ky) {
-        const T* row = features +
-                       ((n * g.in_h + ih + ky - r) * g.in_w) * g.channels +
-                       grp * cg;
-        for (int64_t kx = kx0; kx < kx1; ++kx) {
-          const Acc w = static_cast<Acc>(pixel_kernels[grp * taps + ky * k + kx]);
-          const T* src = row + (iw + kx - r) * g.channels;
-#pragma omp simd
-          for (int64_t c = 0; c < cg; ++c) acc[c] += w * static_cast<Acc>(src[c]);
+        for (int64_t kx = kx0; kx < kx1; ++kx, ++count) {
+          weights[count] = static_cast<Acc>(pixel_kernels[grp * taps + ky * k + kx]);
+          rows[count] = features +
+                        ((n * g.in_h + ih + ky - r) * g.in_w + iw + kx - r) * g.channels +
+                        grp * cg;
         }
       }
+      WeightedRowSum(weights, rows, count, cg, output + p * g.channels + grp * cg);
     }
-    T* out = output + p * g.channels;
-#pragma omp simd
-    for (int64_t c = 0; c < g.channels; ++c) out[c] = static_cast<T>(scratch[c]);
   }
 }
 
@@ -103,12 +139,14 @@ void BackwardKernels(const CarafeGeometry& g, const T* grad_output,
 // (y, x) is read through tap (ky, kx) by the s*s output pixels whose source
 // pixel is (y - ky + r, x - kx + r).
 template <typename T, typename Acc>
-void BackwardFeatures(const CarafeGeometry& g, const T* grad_output,
-                      const T* kernels, T* grad_features, int64_t pixel_begin,
-                      int64_t pixel_end, Acc* scratch) {
+void BackwardFeatures(const CarafeGeometry& g, const T* grad_output, const T* kernels,
+                      T* grad_features, int64_t pixel_begin, int64_t pixel_end,
+                      TapScratch<T, Acc>* scratch) {
   const int64_t out_w = g.out_w(), out_h = g.out_h(), s = g.scale;
   const int64_t k = g.kernel_size, r = g.radius(), taps = g.taps();
   const int64_t cg = g.group_channels();
+  Acc* weights = scratch->weights.data();
+  const T** rows = scratch->rows.data();
   for (int64_t p = pixel_begin; p < pixel_end; ++p) {
     const int64_t x = p % g.in_w;
     const int64_t y = (p / g.in_w) % g.in_h;
@@ -117,30 +155,24 @@ void BackwardFeatures(const CarafeGeometry& g, const T* grad_output,
     int64_t ky0, ky1, kx0, kx1;
     ValidTaps(g.in_h - 1 - y, r, k, g.in_h, &ky0, &ky1);
     ValidTaps(g.in_w - 1 - x, r, k, g.in_w, &kx0, &kx1);
-    std::fill(scratch, scratch + g.channels, Acc(0));
-    for (int64_t ky = ky0; ky < ky1; ++ky) {
-      const int64_t sy = y - ky + r;
-      for (int64_t kx = kx0; kx < kx1; ++kx) {
-        const int64_t sx = x - kx + r;
-        for (int64_t dy = 0; dy < s; ++dy) {
-          for (int64_t dx = 0; dx < s; ++dx) {
-            const int64_t q = (n * out_h + sy * s + dy) * out_w + sx * s + dx;
-            const T* dout = grad_output + q * g.channels;
-            const T* kq = kernels + q * g.kernel_channels() + ky * k + kx;
-            for (int64_t grp = 0; grp < g.groups; ++grp) {
-              const Acc w = static_cast<Acc>(kq[grp * taps]);
-              Acc* acc = scratch + grp * cg;
-              const T* d = dout + grp * cg;
-#pragma omp simd
-              for (int64_t c = 0; c < cg; ++c) acc[c] += w * static_cast<Acc>(d[c]);
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      int64_t count = 0;
+      for (int64_t ky = ky0; ky < ky1; ++ky) {
+        const int64_t sy = y - ky + r;
+        for (int64_t kx = kx0; kx < kx1; ++kx) {
+          const int64_t sx = x - kx + r;
+          for (int64_t dy = 0; dy < s; ++dy) {
+            for (int64_t dx = 0; dx < s; ++dx, ++count) {
+              const int64_t q = (n * out_h + sy * s + dy) * out_w + sx * s + dx;
+              weights[count] =
+                  static_cast<Acc>(kernels[q * g.kernel_channels() + grp * taps + ky * k + kx]);
+              rows[count] = grad_output + q * g.channels + grp * cg;
             }
           }
         }
       }
+      WeightedRowSum(weights, rows, count, cg, grad_features + p * g.channels + grp * cg);
     }
-    T* df = grad_features + p * g.channels;
-#pragma omp simd
-    for (int64_t c = 0; c < g.channels; ++c) df[c] = static_cast<T>(scratch[c]);
   }
 }
 

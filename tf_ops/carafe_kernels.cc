@@ -1,7 +1,5 @@
 // TensorFlow OpKernels of the CARAFE reassembly: validate shapes at run time,
 // allocate outputs, and hand raw pointers to the CPU or CUDA kernels.
-#include <vector>
-
 #include "carafe_cpu.h"
 #include "carafe_cuda.h"
 #include "carafe_geometry.h"
@@ -91,8 +89,8 @@ struct Launch<CpuDevice, T> {
                         const T* kernels, T* output) {
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(g.out_pixels(), CostPerPixel(g), [&](int64_t begin, int64_t end) {
-      std::vector<Acc<T>> scratch(g.channels);
-      cpu::Forward<T, Acc<T>>(g, features, kernels, output, begin, end, scratch.data());
+      cpu::TapScratch<T, Acc<T>> scratch(g);
+      cpu::Forward<T, Acc<T>>(g, features, kernels, output, begin, end, &scratch);
     });
     return tensorflow::OkStatus();
   }
@@ -103,10 +101,9 @@ struct Launch<CpuDevice, T> {
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(g.in_pixels(), CostPerPixel(g) * g.scale * g.scale,
                       [&](int64_t begin, int64_t end) {
-                        std::vector<Acc<T>> scratch(g.channels);
+                        cpu::TapScratch<T, Acc<T>> scratch(g);
                         cpu::BackwardFeatures<T, Acc<T>>(g, grad_output, kernels,
-                                                         grad_features, begin, end,
-                                                         scratch.data());
+                                                         grad_features, begin, end, &scratch);
                       });
     pool->ParallelFor(g.out_pixels(), CostPerPixel(g), [&](int64_t begin, int64_t end) {
       cpu::BackwardKernels<T, Acc<T>>(g, grad_output, features, grad_kernels, begin, end);

@@ -68,6 +68,7 @@ def cache_root():
 @dataclasses.dataclass(frozen=True)
 class BuildPlan:
     cxx: Path
+    vector_flags: tuple
     cuda: object  # toolchain.CudaToolkit or None
     cuda_skipped: str
     tf_version: str
@@ -83,6 +84,7 @@ class BuildPlan:
             self.tf_link_flags,
             toolchain.compiler_version(self.cxx),
             HOST_FLAGS,
+            self.vector_flags,
             NVCC_FLAGS,
             self.cuda and (self.cuda.version, self.cuda.architectures, self.cuda.include_dirs),
         ):
@@ -103,6 +105,7 @@ def make_plan():
     tf_version, compile_flags, link_flags = toolchain.tensorflow_flags()
     return BuildPlan(
         cxx=cxx,
+        vector_flags=toolchain.cpu_vector_flags(),
         cuda=cuda,
         cuda_skipped=cuda_skipped or "",
         tf_version=tf_version,
@@ -123,7 +126,7 @@ def _run(command, log):
 
 def _compile_host(plan, source, obj, with_cuda, log):
     defines = ["-DKERAS_CARAFE_WITH_CUDA"] if with_cuda else []
-    command = [str(plan.cxx), *plan.tf_compile_flags, *HOST_FLAGS, *defines, "-c", str(source),
+    command = [str(plan.cxx), *plan.tf_compile_flags, *HOST_FLAGS, *plan.vector_flags, *defines, "-c", str(source),
                "-o", str(obj)]
     return _run(command, log)
 

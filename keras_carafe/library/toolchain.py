@@ -92,6 +92,22 @@ def tensorflow_flags():
     )
 
 
+def cpu_vector_flags():
+    """AVX2/FMA/F16C flags when this CPU has them.
+
+    They are part of the cache key, so a cache folder shared with an older
+    CPU gets its own build instead of an illegal instruction.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return ()
+    if {"avx2", "fma", "f16c"} <= flags:
+        return ("-mavx2", "-mfma", "-mf16c")
+    return ()
+
+
 def _nvcc_candidates():
     # The nvcc that `tensorflow[and-cuda]` installs from pip matches the CUDA
     # runtime TensorFlow itself loads, so it comes first.

@@ -1,5 +1,5 @@
 """Functional CARAFE ops."""
 
-from keras_carafe.ops.carafe import carafe
+from keras_carafe.ops.reassembly import carafe
 
 __all__ = ["carafe"]

@@ -6,6 +6,7 @@ from keras_carafe.library import load
 from keras_carafe.ops import fallback, implementation as impl, validation
 
 
+@tf.autograph.experimental.do_not_convert
 def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
            implementation="auto"):
     """Reassembles `features` with per-pixel kernels (the CARAFE upsampling step).

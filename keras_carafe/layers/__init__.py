@@ -1,0 +1,5 @@
+"""Keras layers."""
+
+from keras_carafe.layers.carafe import CARAFE
+
+__all__ = ["CARAFE"]
