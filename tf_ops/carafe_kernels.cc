@@ -64,6 +64,16 @@ Status ValidateGeometry(const Tensor& features, const Tensor& kernels, int64_t s
   *g = CarafeGeometry{features.dim_size(0), features.dim_size(1), features.dim_size(2),
                       features.dim_size(3), scale,                kernel_size,
                       groups};
+  // Huge attributes must not wrap the sizes that the checks below compare.
+  int64_t product;
+  if (__builtin_mul_overflow(g->in_h, scale, &product) ||
+      __builtin_mul_overflow(g->in_w, scale, &product))
+    return InvalidArgument("scale_factor (", scale, ") times the features spatial size (",
+                           g->in_h, ", ", g->in_w, ") overflows int64");
+  if (__builtin_mul_overflow(kernel_size, kernel_size, &product) ||
+      __builtin_mul_overflow(product, groups, &product))
+    return InvalidArgument("group_size * kernel_size^2 overflows int64 (kernel_size ",
+                           kernel_size, ", group_size ", groups, ")");
   if (g->channels % groups != 0)
     return InvalidArgument("features channels (", g->channels,
                            ") must be divisible by group_size (", groups, ")");
@@ -170,10 +180,11 @@ class CarafeOp : public CarafeKernelBase {
     const Tensor& kernels = ctx->input(1);
     CarafeGeometry g;
     OP_REQUIRES_OK(ctx, Geometry(features, kernels, &g));
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(
+                            {g.batch, g.out_h(), g.out_w(), g.channels}, &out_shape));
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            0, tensorflow::TensorShape({g.batch, g.out_h(), g.out_w(), g.channels}),
-                            &output));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     OP_REQUIRES_OK(ctx, Launch<Device, T>::Forward(ctx, g, features.flat<T>().data(),
                                                    kernels.flat<T>().data(),
                                                    output->flat<T>().data()));
@@ -191,7 +202,9 @@ class CarafeGradOp : public CarafeKernelBase {
     const Tensor& kernels = ctx->input(2);
     CarafeGeometry g;
     OP_REQUIRES_OK(ctx, Geometry(features, kernels, &g));
-    const tensorflow::TensorShape out_shape({g.batch, g.out_h(), g.out_w(), g.channels});
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(
+                            {g.batch, g.out_h(), g.out_w(), g.channels}, &out_shape));
     OP_REQUIRES(ctx, grad_output.shape() == out_shape,
                 InvalidArgument("grad_output must have the output shape ", out_shape.DebugString(),
                                 ", got ", grad_output.shape().DebugString()));

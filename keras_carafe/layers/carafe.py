@@ -121,10 +121,13 @@ class CARAFE(keras.layers.Layer):
                 "keras_carafe.CARAFE needs the TensorFlow backend; "
                 f"KERAS_BACKEND is {keras.backend.backend()!r}"
             )
-        validation.check_hyperparameters(scale_factor, kernel_size, group_size)
-        validation.check_int_argument("encoder_kernel_size", encoder_kernel_size, 1, odd=True)
-        validation.check_int_argument("compressed_channels", compressed_channels, 1)
-        validation.check_int_argument("encoder_dilation", encoder_dilation, 1)
+        scale_factor, kernel_size, group_size = validation.check_hyperparameters(
+            scale_factor, kernel_size, group_size)
+        encoder_kernel_size = validation.check_int_argument(
+            "encoder_kernel_size", encoder_kernel_size, 1, odd=True)
+        compressed_channels = validation.check_int_argument(
+            "compressed_channels", compressed_channels, 1)
+        encoder_dilation = validation.check_int_argument("encoder_dilation", encoder_dilation, 1)
         impl.check_implementation(implementation)
         self.scale_factor = scale_factor
         self.kernel_size = kernel_size

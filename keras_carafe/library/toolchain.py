@@ -109,8 +109,9 @@ def cpu_vector_flags():
 
 
 def _nvcc_candidates():
-    # The nvcc that `tensorflow[and-cuda]` installs from pip matches the CUDA
-    # runtime TensorFlow itself loads, so it comes first.
+    # A pip-installed nvcc (nvidia-cuda-nvcc-cu12, where the wheel carries the
+    # compiler and not only ptxas) matches the CUDA runtime that
+    # `tensorflow[and-cuda]` loads, so it comes first.
     spec = importlib.util.find_spec("nvidia")
     if spec is not None and spec.submodule_search_locations:
         for root in spec.submodule_search_locations:
@@ -128,18 +129,24 @@ def _runtime_layout(nvcc):
     """Include folders and link arguments for the CUDA runtime next to `nvcc`."""
     root = nvcc.resolve().parent.parent
     if root.name == "cuda_nvcc" and root.parent.name == "nvidia":
+        # pip's layout: the runtime is the sibling package nvidia/cuda_runtime.
         runtime = root.parent / "cuda_runtime"
-        libs = sorted((runtime / "lib").glob("libcudart.so*"))
-        if not (runtime / "include" / "cuda_runtime.h").is_file() or not libs:
-            return None
-        lib_dir = runtime / "lib"
-        link = (str(libs[0]), f"-Wl,-rpath,{lib_dir}")
-        return (str(root / "include"), str(runtime / "include")), link
-    for lib_dir in (root / "lib64", root / "lib", root / "targets" / "x86_64-linux" / "lib"):
+        include_dirs = (str(root / "include"), str(runtime / "include"))
+        lib_dirs = (runtime / "lib",)
+    else:
+        include_dirs = (str(root / "include"),)
+        lib_dirs = (root / "lib64", root / "lib", root / "targets" / "x86_64-linux" / "lib")
+    if not (Path(include_dirs[-1]) / "cuda_runtime.h").is_file():
+        return None
+    for lib_dir in lib_dirs:
         static = lib_dir / "libcudart_static.a"
         if static.is_file():
             # Static cudart: the library loads on machines without a CUDA runtime.
-            return (str(root / "include"),), (str(static), "-ldl", "-lrt", "-lpthread")
+            return include_dirs, (str(static), "-ldl", "-lrt", "-lpthread")
+    for lib_dir in lib_dirs:
+        shared = sorted(lib_dir.glob("libcudart.so*"))
+        if shared:
+            return include_dirs, (str(shared[0]), f"-Wl,-rpath,{lib_dir}")
     return None
 
 

@@ -36,6 +36,8 @@ def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
         Tensor of shape `(N, H*s, W*s, C)` in the dtype of `features`.
         16-bit inputs are accumulated in float32.
     """
+    scale_factor, kernel_size, group_size = validation.check_hyperparameters(
+        scale_factor, kernel_size, group_size)
     features = tf.convert_to_tensor(features)
     kernels = tf.convert_to_tensor(kernels)
     shapes_known = validation.check_static(features, kernels, scale_factor, kernel_size,
@@ -45,7 +47,9 @@ def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
         return load.load().module.keras_carafe_reassemble(
             features, kernels, scale_factor=scale_factor, kernel_size=kernel_size,
             group_size=group_size)
-    checks = [] if shapes_known else validation.runtime_checks(
-        features, kernels, scale_factor, kernel_size, group_size)
+    checks = []
+    if not shapes_known:
+        features, kernels, checks = validation.with_runtime_checks(
+            features, kernels, scale_factor, kernel_size, group_size)
     with tf.control_dependencies(checks):
         return fallback.reassemble(features, kernels, scale_factor, kernel_size, group_size)
