@@ -35,7 +35,7 @@ def _bench(args):
 
     import tensorflow as tf
 
-    shapes = [benchmark.parse_shape(s) for s in args.shape] or benchmark.DEFAULT_SHAPES
+    shapes = args.shape or benchmark.DEFAULT_SHAPES
     devices = ["CPU:0"] if args.cpu_only else None
     print(f"TensorFlow {tf.__version__}; median of {args.repeats} runs after one warm-up; "
           f"memory = allocator peak above the inputs", flush=True)
@@ -46,6 +46,17 @@ def _bench(args):
             f.write(benchmark.to_json(results))
         print(f"wrote {args.json}")
     return 0
+
+
+def _shape(text):
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 7 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"a shape is N,H,W,C,scale,kernel_size,groups (7 integers >= 1), got {text!r}")
+    return parts
 
 
 def _demo(args):
@@ -74,7 +85,7 @@ def main(argv=None):
     bench_parser = commands.add_parser(
         "bench", help="time and measure the compiled op against the pure-TF fallback")
     bench_parser.add_argument(
-        "--shape", action="append", default=[], metavar="N,H,W,C,S,K,G",
+        "--shape", action="append", default=[], type=_shape, metavar="N,H,W,C,S,K,G",
         help="a problem size (repeatable); default: 2,64,64,128,2,5,1 and 2,100,100,256,2,5,1")
     bench_parser.add_argument("--dtype", default="float32",
                               choices=["float32", "float16", "bfloat16", "float64"])

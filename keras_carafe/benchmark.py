@@ -36,15 +36,6 @@ class Result:
     forward_backward_peak_mib: float
 
 
-def parse_shape(text):
-    parts = tuple(int(p) for p in text.lower().replace("x", ",").split(","))
-    if len(parts) != 7:
-        raise ValueError(
-            f"a shape is N,H,W,C,scale,kernel_size,groups (7 integers), got {text!r}"
-        )
-    return parts
-
-
 def _inputs(shape, dtype, seed=0):
     n, h, w, c, s, k, g = shape
     rng = np.random.default_rng(seed)
@@ -69,8 +60,10 @@ def _step_functions(shape, implementation):
             out = carafe(features, kernels, s, k, g, implementation=implementation)
             loss = tf.reduce_sum(out * upstream)
         d_features, d_kernels = tape.gradient(loss, [features, kernels])
-        return tf.reduce_sum(tf.cast(d_features[..., :1], tf.float32)) + tf.reduce_sum(
-            tf.cast(d_kernels[..., :1], tf.float32))
+        # The loss is part of the result so that graph pruning keeps the forward op.
+        return (tf.cast(loss, tf.float32)
+                + tf.reduce_sum(tf.cast(d_features[..., :1], tf.float32))
+                + tf.reduce_sum(tf.cast(d_kernels[..., :1], tf.float32)))
 
     return forward, forward_backward
 

@@ -2,9 +2,8 @@
 //
 // Each function handles a half-open range of pixels so that the caller can
 // shard the work over its own thread pool. Channels are the innermost, unit
-// stride loop, which the compiler vectorizes. `Acc` is the accumulation type
-// (float for 16-bit inputs); scratch buffers belong to the calling shard so
-// that no pixel allocates.
+// stride loop. `Acc` is the accumulation type (float for 16-bit inputs);
+// scratch buffers belong to the calling shard so that no pixel allocates.
 //
 // The features gradient is a gather over the output pixels that read each
 // input pixel, so every result is written by exactly one loop iteration and
@@ -14,6 +13,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "carafe_geometry.h"
@@ -28,33 +29,102 @@ inline void ValidTaps(int64_t center, int64_t radius, int64_t kernel_size,
   *end = std::min<int64_t>(kernel_size, extent - center + radius);
 }
 
-// Channels per register block: the partial sums of one block stay in vector
-// registers while all taps are added, instead of round-tripping through memory.
-constexpr int64_t kBlock = 32;
+// Channel loops use GCC/Clang vector extensions with several independent
+// accumulators: the auto-vectorizer alone keeps the partial sums in memory
+// for the tap-count loop, which is several times slower. The vector width
+// follows the instruction set the library is compiled for.
+#if defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+
+template <typename Acc>
+struct Vector;
+template <>
+struct Vector<float> {
+  typedef float type __attribute__((vector_size(kVectorBytes)));
+};
+template <>
+struct Vector<double> {
+  typedef double type __attribute__((vector_size(kVectorBytes)));
+};
+
+template <typename Acc>
+constexpr int64_t kLanes = kVectorBytes / sizeof(Acc);
+
+// Loads kLanes<Acc> values of type T as one Acc vector.
+template <typename Acc, typename T>
+inline typename Vector<Acc>::type LoadVector(const T* p) {
+  typename Vector<Acc>::type v;
+  if constexpr (std::is_same<T, Acc>::value) {
+    std::memcpy(&v, p, sizeof(v));
+  } else {
+    for (int64_t i = 0; i < kLanes<Acc>; ++i) v[i] = static_cast<Acc>(p[i]);
+  }
+  return v;
+}
+
+template <typename T, typename Acc>
+inline void StoreVector(typename Vector<Acc>::type v, T* p) {
+  if constexpr (std::is_same<T, Acc>::value) {
+    std::memcpy(p, &v, sizeof(v));
+  } else {
+    for (int64_t i = 0; i < kLanes<Acc>; ++i) p[i] = static_cast<T>(v[i]);
+  }
+}
 
 // out[j] = sum_t weights[t] * rows[t][j] for j < length, in a fixed order.
 template <typename T, typename Acc>
 inline void WeightedRowSum(const Acc* weights, const T* const* rows, int64_t count,
                            int64_t length, T* out) {
+  using V = typename Vector<Acc>::type;
+  constexpr int64_t L = kLanes<Acc>;
   int64_t c = 0;
-  for (; c + kBlock <= length; c += kBlock) {
-    Acc acc[kBlock] = {};
+  for (; c + 4 * L <= length; c += 4 * L) {
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
     for (int64_t t = 0; t < count; ++t) {
       const Acc w = weights[t];
       const T* row = rows[t] + c;
-#pragma omp simd
-      for (int64_t j = 0; j < kBlock; ++j) acc[j] += w * static_cast<Acc>(row[j]);
+      a0 += w * LoadVector<Acc>(row);
+      a1 += w * LoadVector<Acc>(row + L);
+      a2 += w * LoadVector<Acc>(row + 2 * L);
+      a3 += w * LoadVector<Acc>(row + 3 * L);
     }
-    for (int64_t j = 0; j < kBlock; ++j) out[c + j] = static_cast<T>(acc[j]);
+    StoreVector<T, Acc>(a0, out + c);
+    StoreVector<T, Acc>(a1, out + c + L);
+    StoreVector<T, Acc>(a2, out + c + 2 * L);
+    StoreVector<T, Acc>(a3, out + c + 3 * L);
   }
-  if (c == length) return;
-  Acc acc[kBlock] = {};
-  for (int64_t t = 0; t < count; ++t) {
-    const Acc w = weights[t];
-    const T* row = rows[t] + c;
-    for (int64_t j = 0; j < length - c; ++j) acc[j] += w * static_cast<Acc>(row[j]);
+  for (; c + L <= length; c += L) {
+    V a = {};
+    for (int64_t t = 0; t < count; ++t) a += weights[t] * LoadVector<Acc>(rows[t] + c);
+    StoreVector<T, Acc>(a, out + c);
   }
-  for (int64_t j = 0; j < length - c; ++j) out[c + j] = static_cast<T>(acc[j]);
+  for (; c < length; ++c) {
+    Acc a = 0;
+    for (int64_t t = 0; t < count; ++t) a += weights[t] * static_cast<Acc>(rows[t][c]);
+    out[c] = static_cast<T>(a);
+  }
+}
+
+// sum_j a[j] * b[j] for j < length, in a fixed order.
+template <typename T, typename Acc>
+inline Acc Dot(const T* a, const T* b, int64_t length) {
+  using V = typename Vector<Acc>::type;
+  constexpr int64_t L = kLanes<Acc>;
+  V s0 = {}, s1 = {};
+  int64_t c = 0;
+  for (; c + 2 * L <= length; c += 2 * L) {
+    s0 += LoadVector<Acc>(a + c) * LoadVector<Acc>(b + c);
+    s1 += LoadVector<Acc>(a + c + L) * LoadVector<Acc>(b + c + L);
+  }
+  for (; c + L <= length; c += L) s0 += LoadVector<Acc>(a + c) * LoadVector<Acc>(b + c);
+  s0 += s1;
+  Acc sum = 0;
+  for (int64_t i = 0; i < L; ++i) sum += s0[i];
+  for (; c < length; ++c) sum += static_cast<Acc>(a[c]) * static_cast<Acc>(b[c]);
+  return sum;
 }
 
 // Per-shard buffers for the (weight, row) lists, sized for the largest list
@@ -123,10 +193,7 @@ void BackwardKernels(const CarafeGeometry& g, const T* grad_output,
           if (y >= 0 && y < g.in_h && x >= 0 && x < g.in_w) {
             const T* src =
                 features + ((n * g.in_h + y) * g.in_w + x) * g.channels + grp * cg;
-            const T* d = dout + grp * cg;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t c = 0; c < cg; ++c)
-              sum += static_cast<Acc>(d[c]) * static_cast<Acc>(src[c]);
+            sum = Dot<T, Acc>(dout + grp * cg, src, cg);
           }
           dk[grp * taps + ky * k + kx] = static_cast<T>(sum);
         }

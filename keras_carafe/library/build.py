@@ -27,7 +27,7 @@ REPORT_NAME = "build.json"
 FAILURE_NAME = "build-failed.log"
 CACHE_ENV = "KERAS_CARAFE_CACHE_DIR"
 
-HOST_FLAGS = ("-O3", "-fPIC", "-fopenmp-simd", "-DNDEBUG", "-Wno-deprecated-declarations")
+HOST_FLAGS = ("-O3", "-fPIC", "-DNDEBUG", "-Wno-deprecated-declarations")
 NVCC_FLAGS = ("-O3", "-Xcompiler", "-fPIC", "-DNDEBUG")
 
 
