@@ -59,6 +59,16 @@ def _shape(text):
     return parts
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _demo(args):
     from keras_carafe import demo
 
@@ -89,7 +99,7 @@ def main(argv=None):
         help="a problem size (repeatable); default: 2,64,64,128,2,5,1 and 2,100,100,256,2,5,1")
     bench_parser.add_argument("--dtype", default="float32",
                               choices=["float32", "float16", "bfloat16", "float64"])
-    bench_parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
+    bench_parser.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per case")
     bench_parser.add_argument("--cpu-only", action="store_true", help="skip GPUs")
     bench_parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench_parser.set_defaults(handler=_bench)

@@ -55,3 +55,9 @@ def test_every_command_documents_itself(tmp_path, command):
     result = _run([command, "--help"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: python -m keras_carafe" in result.stdout
+
+
+def test_bench_rejects_a_repeat_count_below_one(tmp_path):
+    result = _run(["bench", "--repeats", "0"], tmp_path)
+    assert result.returncode == 2
+    assert "--repeats: expected an integer >= 1, got '0'" in result.stderr

@@ -1,0 +1,259 @@
+"""NumPy analysis of reassembly kernels: entropy, bilinear equivalents, composition.
+
+All functions take kernels in the layout of `CARAFE.compute_kernels` for one
+image and one channel group: an array `(H*s, W*s, k, k)` whose entry
+`[oh, ow, ky, kx]` is the weight that output pixel `(oh, ow)` gives to input
+pixel `(oh // s + ky - r, ow // s + kx - r)`, with `r = (k - 1) // 2`.
+"""
+
+import numpy as np
+
+
+def kernel_entropy(kernels):
+    """Shannon entropy (natural log) of each k x k kernel.
+
+    A kernel that spreads its mass uniformly over the k*k taps has entropy
+    `log(k * k)`; one that puts all of it on a single tap has entropy 0.
+
+    Args:
+        kernels: array `(..., k, k)` of non-negative weights summing to 1
+            over the last two axes.
+
+    Returns:
+        Array of the leading shape `(...)`.
+    """
+    p = np.asarray(kernels, np.float64)
+    # 0 * log 0 is 0; `where` keeps log away from exact zeros.
+    logs = np.log(p, out=np.zeros_like(p), where=p > 0)
+    return -(p * logs).sum(axis=(-2, -1))
+
+
+def bilinear_kernels(scale_factor, kernel_size=3):
+    """The fixed kernels with which bilinear upsampling reassembles its input.
+
+    Bilinear upsampling with half-pixel centers (Keras `UpSampling2D`,
+    `tf.image.resize`) is a reassembly whose kernel depends only on the
+    output pixel's phase `(oh % s, ow % s)`; these are those kernels in the
+    CARAFE layout, so they can be drawn next to learned ones or fed to
+    `keras_carafe.ops.carafe`. Away from the image border both give the
+    same result.
+
+    Args:
+        scale_factor: int `s >= 1`.
+        kernel_size: odd int `k >= 3` (bilinear reads at most one pixel on
+            each side of the source pixel).
+
+    Returns:
+        Array `(s, s, k, k)`: entry `[py, px]` is the kernel of output pixels
+        with `oh % s == py` and `ow % s == px`.
+    """
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"`kernel_size` must be an odd integer >= 3, got {kernel_size}")
+    s, k = scale_factor, kernel_size
+    r = (k - 1) // 2
+    weights_1d = np.zeros((s, k))
+    for phase in range(s):
+        # Offset of the sampled position from the source pixel's center, in input pixels.
+        offset = (phase + 0.5) / s - 0.5
+        low = int(np.floor(offset))
+        frac = offset - low
+        weights_1d[phase, r + low] += 1.0 - frac
+        weights_1d[phase, r + low + 1] += frac
+    return np.einsum("ay,bx->abyx", weights_1d, weights_1d)
+
+
+def bilinear_kernel_map(height, width, scale_factor, kernel_size=3):
+    """Bilinear upsampling's kernels for every output pixel of a `(height, width)` input.
+
+    Returns:
+        Array `(height*s, width*s, k, k)` in the CARAFE layout.
+    """
+    s = scale_factor
+    phases = bilinear_kernels(s, kernel_size)
+    rows = np.arange(height * s) % s
+    cols = np.arange(width * s) % s
+    return phases[rows[:, None], cols[None, :]]
+
+
+def _pull_back(weights, kernels, scale_factor):
+    """Distributes weights on a layer's output over its input through its kernels."""
+    s = scale_factor
+    k = kernels.shape[-1]
+    r = (k - 1) // 2
+    out_h, out_w = weights.shape
+    in_h, in_w = out_h // s, out_w // s
+    # Taps that fall outside the input read CARAFE's zero padding: their
+    # weight leaves the image, exactly as it does in the layer.
+    padded = np.zeros((in_h + 2 * r, in_w + 2 * r))
+    ys, xs = np.nonzero(weights)
+    w = weights[ys, xs]
+    for ky in range(k):
+        for kx in range(k):
+            np.add.at(padded, (ys // s + ky, xs // s + kx), w * kernels[ys, xs, ky, kx])
+    return padded[r:r + in_h, r:r + in_w]
+
+
+def compose_kernels(kernels, scale_factors, pixel):
+    """The weights with which one output pixel of stacked CARAFE layers reads the first input.
+
+    Stacked reassemblies are linear in the features once their kernels are
+    fixed, so one output pixel of the last layer is a weighted sum of the
+    first layer's input pixels; this returns those weights (the composed
+    kernel). Away from the border they sum to 1 because every kernel does.
+
+    Args:
+        kernels: list of arrays, the first layer's first; layer `l`'s array is
+            `(H_l * s_l, W_l * s_l, k_l, k_l)` for one image and one group,
+            and its output size must equal the next layer's input size.
+        scale_factors: list of ints, the layers' scale factors.
+        pixel: `(row, col)` of the output pixel of the last layer.
+
+    Returns:
+        Array `(H_0, W_0)` over the first layer's input.
+    """
+    if len(kernels) != len(scale_factors):
+        raise ValueError(
+            f"got {len(kernels)} kernel arrays but {len(scale_factors)} scale factors")
+    for lower, upper, s in zip(kernels[:-1], kernels[1:], scale_factors[1:]):
+        if (lower.shape[0], lower.shape[1]) != (upper.shape[0] // s, upper.shape[1] // s):
+            raise ValueError(
+                f"a layer's output {lower.shape[:2]} does not feed the next layer's "
+                f"kernels {upper.shape[:2]} at scale {s}")
+    weights = np.zeros(kernels[-1].shape[:2])
+    weights[pixel] = 1.0
+    for layer_kernels, s in zip(reversed(kernels), reversed(scale_factors)):
+        weights = _pull_back(weights, np.asarray(layer_kernels, np.float64), s)
+    return weights
+
+
+def neighbourhood(image, pixel, scale_factor, kernel_size):
+    """The k x k input window that one output pixel's kernel weights.
+
+    Args:
+        image: array `(H, W)` or `(H, W, C)` at input resolution.
+        pixel: `(row, col)` of the output pixel.
+        scale_factor: int `s`.
+        kernel_size: odd int `k`.
+
+    Returns:
+        Array `(k, k)` or `(k, k, C)`, zero where the window leaves the image
+        (as CARAFE pads).
+    """
+    image = np.asarray(image)
+    r = (kernel_size - 1) // 2
+    cy, cx = pixel[0] // scale_factor, pixel[1] // scale_factor
+    pad = [(r, r), (r, r)] + [(0, 0)] * (image.ndim - 2)
+    padded = np.pad(image, pad)
+    return padded[cy:cy + kernel_size, cx:cx + kernel_size]
+
+
+def strongest_tap(kernels):
+    """Where each kernel puts its largest weight, as an offset from the source pixel.
+
+    Args:
+        kernels: array `(..., k, k)` in the CARAFE layout (tap `(r, r)`, with
+            `r = (k - 1) // 2`, reads the output pixel's source pixel).
+
+    Returns:
+        `(dy, dx)`: int arrays of the leading shape `(...)`, each in
+        `[-r, r]`; ties go to the first tap in row-major order.
+    """
+    kernels = np.asarray(kernels)
+    k = kernels.shape[-1]
+    r = (k - 1) // 2
+    flat = kernels.reshape(*kernels.shape[:-2], k * k).argmax(axis=-1)
+    return flat // k - r, flat % k - r
+
+
+def shift_kernels(kernels, offset):
+    """Moves the weights of every kernel by `offset = (dy, dx)` taps, without wrapping.
+
+    Weights pushed past the kernel's edge are dropped, vacated taps become
+    0. Typical use: a fixed kernel (e.g. bilinear's) moved to where learned
+    kernels put their mass (`strongest_tap`), to compare shapes rather than
+    positions.
+
+    Args:
+        kernels: array `(..., k, k)`.
+        offset: `(dy, dx)` ints; positive moves weights down / right.
+
+    Returns:
+        Array shaped like `kernels`.
+    """
+    kernels = np.asarray(kernels)
+    k = kernels.shape[-1]
+    dy, dx = (int(v) for v in offset)
+    shifted = np.zeros_like(kernels)
+    if abs(dy) < k and abs(dx) < k:
+        shifted[..., max(dy, 0):k + min(dy, 0), max(dx, 0):k + min(dx, 0)] = \
+            kernels[..., max(-dy, 0):k + min(-dy, 0), max(-dx, 0):k + min(-dx, 0)]
+    return shifted
+
+
+def kernel_distance(kernels, reference):
+    """Total variation distance between two kernels at every output pixel.
+
+    Half the summed absolute difference of the weights: 0 for identical
+    kernels, 1 for kernels without a common tap. Against
+    `bilinear_kernel_map` it measures how far learned kernels depart from
+    fixed interpolation.
+
+    Args:
+        kernels, reference: arrays `(..., k, k)` of the same shape.
+
+    Returns:
+        Array of the leading shape `(...)`.
+    """
+    kernels, reference = np.asarray(kernels, np.float64), np.asarray(reference, np.float64)
+    if kernels.shape != reference.shape:
+        raise ValueError(f"`kernels` {kernels.shape} and `reference` {reference.shape} "
+                         "must have the same shape")
+    return 0.5 * np.abs(kernels - reference).sum(axis=(-2, -1))
+
+
+def edge_strength(image):
+    """Gradient magnitude of a grey-scale image.
+
+    Central differences inside the image, one-sided ones at its border.
+
+    Args:
+        image: array `(H, W)`.
+
+    Returns:
+        Float64 array `(H, W)`.
+    """
+    image = np.asarray(image, np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"`image` must be a grey-scale (H, W) array, got shape {image.shape}")
+    dy, dx = np.gradient(image)
+    return np.hypot(dy, dx)
+
+
+def mean_by_quantile(values, strength, bins=8):
+    """Averages `values` within equally populated bins of `strength`.
+
+    Typical use: kernel entropy at every output pixel, binned by the edge
+    strength there, to see whether kernels sharpen on edges.
+
+    Args:
+        values, strength: arrays of the same shape.
+        bins: number of bins; each holds (about) the same number of pixels,
+            sorted by `strength`.
+
+    Returns:
+        `(centers, means)`: two arrays `(bins,)`, the mean `strength` and the
+        mean `values` of each bin, weakest bin first.
+    """
+    values, strength = np.asarray(values, np.float64), np.asarray(strength, np.float64)
+    if values.shape != strength.shape:
+        raise ValueError(f"`values` {values.shape} and `strength` {strength.shape} "
+                         "must have the same shape")
+    if not 1 <= bins <= values.size:
+        raise ValueError(f"`bins` must be between 1 and the number of values ({values.size}), "
+                         f"got {bins}")
+    order = np.argsort(strength, axis=None, kind="stable")
+    groups = np.array_split(order, bins)
+    flat_values, flat_strength = values.ravel(), strength.ravel()
+    centers = np.array([flat_strength[g].mean() for g in groups])
+    means = np.array([flat_values[g].mean() for g in groups])
+    return centers, means
