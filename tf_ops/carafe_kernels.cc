@@ -45,6 +45,21 @@ struct Kind<Eigen::bfloat16> {
   static constexpr ScalarKind value = ScalarKind::kBFloat16;
 };
 
+}  // namespace
+
+namespace cpu {
+template <>
+struct StorageOf<Eigen::half> {
+  static constexpr Storage value = Storage::kHalfBits;
+};
+template <>
+struct StorageOf<Eigen::bfloat16> {
+  static constexpr Storage value = Storage::kBFloat16Bits;
+};
+}  // namespace cpu
+
+namespace {
+
 template <typename T>
 using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
 
