@@ -166,11 +166,6 @@ def test_models_differ_only_in_the_upsampler_at_initialization():
             np.testing.assert_array_equal(a, b)
 
 
-def test_feature_model_ends_at_the_upsamplers_input(rng):
-    model = models.build_sr_model("carafe", 2, channels=8, depth=3)
-    assert tuple(models.feature_model(model)(rng.random((1, 5, 6, 1))).shape) == (1, 5, 6, 8)
-
-
 def test_stacked_carafe_model_enlarges_by_two_per_stage(rng):
     model = models.build_stacked_carafe_model(2, channels=8, depth=1)
     assert tuple(model(rng.random((1, 3, 5, 1)).astype("float32")).shape) == (1, 12, 20, 1)

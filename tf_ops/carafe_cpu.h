@@ -57,16 +57,6 @@ struct Vector<double> {
 template <typename Acc>
 constexpr int64_t kLanes = kVectorBytes / sizeof(Acc);
 
-// How a storage type widens to float. The caller marks its 16-bit types
-// (bit patterns of IEEE half or bfloat16) by specializing StorageOf, so that
-// loads convert a whole vector at once instead of one element at a time.
-enum class Storage { kNative, kHalfBits, kBFloat16Bits };
-
-template <typename T>
-struct StorageOf {
-  static constexpr Storage value = Storage::kNative;
-};
-
 // Loads kLanes<Acc> values of type T as one Acc vector.
 template <typename Acc, typename T>
 inline typename Vector<Acc>::type LoadVector(const T* p) {
@@ -76,7 +66,7 @@ inline typename Vector<Acc>::type LoadVector(const T* p) {
   if constexpr (std::is_same<T, Acc>::value) {
     std::memcpy(&v, p, sizeof(v));
   } else if constexpr (std::is_same<Acc, float>::value &&
-                       StorageOf<T>::value == Storage::kBFloat16Bits) {
+                       KindOf<T>::value == ScalarKind::kBFloat16) {
     static_assert(sizeof(T) == 2, "bfloat16 storage must be 16 bits");
     // A bfloat16 is the upper half of the float with the same bits.
     typedef uint16_t Bits16 __attribute__((vector_size(kVectorBytes / 2)));
@@ -87,7 +77,7 @@ inline typename Vector<Acc>::type LoadVector(const T* p) {
     std::memcpy(&v, &wide, sizeof(v));
 #if defined(__F16C__) && defined(__AVX__)
   } else if constexpr (std::is_same<Acc, float>::value &&
-                       StorageOf<T>::value == Storage::kHalfBits) {
+                       KindOf<T>::value == ScalarKind::kFloat16) {
     static_assert(sizeof(T) == 2 && L == 8, "half storage must be 16 bits");
     const __m256 wide = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     std::memcpy(&v, &wide, sizeof(v));

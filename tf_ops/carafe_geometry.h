@@ -47,6 +47,20 @@ struct CarafeGeometry {
 // pointers so that callers need no CUDA headers.
 enum class ScalarKind { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
+// The ScalarKind of an element type. float and double are declared here; the
+// caller declares its 16-bit types (bit patterns of IEEE half and bfloat16),
+// which the CPU kernels widen a vector at a time.
+template <typename T>
+struct KindOf;
+template <>
+struct KindOf<float> {
+  static constexpr ScalarKind value = ScalarKind::kFloat32;
+};
+template <>
+struct KindOf<double> {
+  static constexpr ScalarKind value = ScalarKind::kFloat64;
+};
+
 }  // namespace keras_carafe
 
 #endif  // KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_

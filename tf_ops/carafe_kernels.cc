@@ -12,6 +12,16 @@
 #endif
 
 namespace keras_carafe {
+
+template <>
+struct KindOf<Eigen::half> {
+  static constexpr ScalarKind value = ScalarKind::kFloat16;
+};
+template <>
+struct KindOf<Eigen::bfloat16> {
+  static constexpr ScalarKind value = ScalarKind::kBFloat16;
+};
+
 namespace {
 
 using ::tensorflow::DEVICE_CPU;
@@ -25,40 +35,6 @@ using ::tensorflow::errors::InvalidArgument;
 
 struct CpuDevice {};
 struct GpuDevice {};
-
-template <typename T>
-struct Kind;
-template <>
-struct Kind<float> {
-  static constexpr ScalarKind value = ScalarKind::kFloat32;
-};
-template <>
-struct Kind<double> {
-  static constexpr ScalarKind value = ScalarKind::kFloat64;
-};
-template <>
-struct Kind<Eigen::half> {
-  static constexpr ScalarKind value = ScalarKind::kFloat16;
-};
-template <>
-struct Kind<Eigen::bfloat16> {
-  static constexpr ScalarKind value = ScalarKind::kBFloat16;
-};
-
-}  // namespace
-
-namespace cpu {
-template <>
-struct StorageOf<Eigen::half> {
-  static constexpr Storage value = Storage::kHalfBits;
-};
-template <>
-struct StorageOf<Eigen::bfloat16> {
-  static constexpr Storage value = Storage::kBFloat16Bits;
-};
-}  // namespace cpu
-
-namespace {
 
 template <typename T>
 using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
@@ -152,13 +128,13 @@ struct Launch<GpuDevice, T> {
   static Status Forward(OpKernelContext* ctx, const CarafeGeometry& g, const T* features,
                         const T* kernels, T* output) {
     return CudaResult(
-        cuda::Forward(Kind<T>::value, g, features, kernels, output, CudaStream(ctx)));
+        cuda::Forward(KindOf<T>::value, g, features, kernels, output, CudaStream(ctx)));
   }
 
   static Status Backward(OpKernelContext* ctx, const CarafeGeometry& g, const T* grad_output,
                          const T* features, const T* kernels, T* grad_features,
                          T* grad_kernels) {
-    return CudaResult(cuda::Backward(Kind<T>::value, g, grad_output, features, kernels,
+    return CudaResult(cuda::Backward(KindOf<T>::value, g, grad_output, features, kernels,
                                      grad_features, grad_kernels, CudaStream(ctx)));
   }
 };

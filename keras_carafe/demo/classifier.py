@@ -4,13 +4,8 @@ import time
 
 import keras
 
+from keras_carafe.demo.models import seeded_conv
 from keras_carafe.demo.upsamplers import make_upsampler
-
-
-def _conv(filters, seed, name, strides=1):
-    return keras.layers.Conv2D(
-        filters, 3, strides=strides, padding="same", activation="relu", name=name,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
 
 
 def build_classifier(upsampler, classes, size=64, channels=32, seed=0, implementation="auto"):
@@ -34,12 +29,12 @@ def build_classifier(upsampler, classes, size=64, channels=32, seed=0, implement
         with a softmax output layer named "class".
     """
     image = keras.Input((size, size, 1), name="image")
-    x = _conv(channels // 2, seed, "stem")(image)
-    x = _conv(channels, seed + 1, "down1", strides=2)(x)
-    x = _conv(channels, seed + 2, "down2", strides=2)(x)
+    x = seeded_conv(channels // 2, seed, "stem")(image)
+    x = seeded_conv(channels, seed + 1, "down1", strides=2)(x)
+    x = seeded_conv(channels, seed + 2, "down2", strides=2)(x)
     x = make_upsampler(upsampler, 2, channels, seed=seed + 3,
                        implementation=implementation)(x)
-    x = _conv(channels, seed + 4, "decoder")(x)
+    x = seeded_conv(channels, seed + 4, "decoder")(x)
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
     output = keras.layers.Dense(
         classes, activation="softmax", name="class",

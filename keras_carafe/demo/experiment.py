@@ -66,8 +66,7 @@ def carafe_kernels(model, low):
     Returns:
         Array `(h*s, w*s, k, k)` (the first group's kernels).
     """
-    features = models.feature_model(model)(tf.constant(low[None, :, :, None]))
-    return model.get_layer("upsampler").compute_kernels(features).numpy()[0, :, :, 0]
+    return visualize.layer_kernels(model, low[None, :, :, None])["upsampler"][0, :, :, 0]
 
 
 def _carafe_backend(config, log):

@@ -5,11 +5,12 @@ import keras
 from keras_carafe.demo.upsamplers import make_upsampler
 
 
-def _conv(filters, seed, name, activation="relu"):
+def seeded_conv(filters, seed, name, strides=1, activation="relu"):
+    """A 3x3 "same" convolution whose initial weights depend on `seed` only."""
     # An explicit seed per layer gives every variant the same initial
     # backbone and head, whatever the upsampler draws in between.
     return keras.layers.Conv2D(
-        filters, 3, padding="same", activation=activation, name=name,
+        filters, 3, strides=strides, padding="same", activation=activation, name=name,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
 
 
@@ -69,17 +70,12 @@ def _sr_network(upsampling_layers, scale, channels, depth, seed, name):
     image = keras.Input((None, None, 1), name="low_resolution")
     x = image
     for i in range(depth):
-        x = _conv(channels, seed + i, "features" if i == depth - 1 else f"conv{i + 1}")(x)
+        x = seeded_conv(channels, seed + i, "features" if i == depth - 1 else f"conv{i + 1}")(x)
     for layer in upsampling_layers:
         x = layer(x)
-    x = _conv(channels, seed + depth + 1, "head1")(x)
-    detail = _conv(1, seed + depth + 2, "head2", activation=None)(x)
+    x = seeded_conv(channels, seed + depth + 1, "head1")(x)
+    detail = seeded_conv(1, seed + depth + 2, "head2", activation=None)(x)
     enlarged = keras.layers.UpSampling2D(scale, interpolation="bilinear",
                                          name="image_upsampling")(image)
     output = keras.layers.Add(name="high_resolution")([enlarged, detail])
     return keras.Model(image, output, name=name)
-
-
-def feature_model(model):
-    """The part of an SR model that computes the upsampler's input features."""
-    return keras.Model(model.input, model.get_layer("features").output)
