@@ -1,9 +1,9 @@
-"""CARAFE (Content-Aware ReAssembly of FEatures) upsampling for Keras 3 on TensorFlow."""
+"""CARAFE (Content-Aware ReAssembly of FEatures) for Keras 3, on every Keras backend."""
 
 __version__ = "0.1.0"
 
 from keras_carafe import ops  # noqa: E402
 from keras_carafe.layers import CARAFE  # noqa: E402
-from keras_carafe.ops import carafe  # noqa: E402
+from keras_carafe.ops import carafe, carafe_downsample  # noqa: E402
 
-__all__ = ["CARAFE", "carafe", "ops", "__version__"]
+__all__ = ["CARAFE", "carafe", "carafe_downsample", "ops", "__version__"]

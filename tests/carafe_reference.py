@@ -1,4 +1,5 @@
-"""Independent NumPy reference of the CARAFE reassembly and its gradients.
+"""Independent NumPy reference of the CARAFE reassemblies (upsampling and CARAFE++
+downsampling) and their gradients.
 
 Written from the contract alone, in float64:
 
@@ -30,21 +31,67 @@ def _geometry(features, kernels, scale_factor, kernel_size, group_size):
     return n, h, w, c, s, k, g, (k - 1) // 2
 
 
-def _shifted_features(features, scale_factor, kernel_size):
-    """Yields (ky, kx, F) with F[n, oh, ow, c] = features[n, oh//s + ky - r, ow//s + kx - r, c]
-    (zero outside the image), one array at output resolution per tap."""
+def _upsampling_sources(size, scale_factor):
+    """Output row oh reads around input row oh // s."""
+    return np.arange(size * scale_factor) // scale_factor
+
+
+def _downsampling_sources(size, stride):
+    """Output row oh reads around input row oh * stride, for ceil(size / stride) rows."""
+    return np.arange(0, size, stride)
+
+
+def _shifted(features, src_h, src_w, kernel_size):
+    """Yields (ky, kx, F) with F[n, oh, ow, c] = features[n, src_h[oh] + ky - r,
+    src_w[ow] + kx - r, c] (zero outside the image), one array per tap."""
     n, h, w, c = features.shape
-    s, k = scale_factor, kernel_size
+    k = kernel_size
     r = (k - 1) // 2
     padded = np.zeros((n, h + 2 * r, w + 2 * r, c), np.float64)
     padded[:, r:r + h, r:r + w] = features
-    # Row oh of the output reads padded row oh//s + ky (the pad shifts by r).
-    src_h = np.arange(h * s) // s
-    src_w = np.arange(w * s) // s
+    # Input row y sits at padded row y + r, so row src + ky - r is padded row src + ky.
     for ky in range(k):
         rows = padded[:, src_h + ky]
         for kx in range(k):
             yield ky, kx, rows[:, :, src_w + kx]
+
+
+def _reassembly(features, kernels, src_h, src_w, kernel_size, group_size):
+    n, _, _, c = features.shape
+    k, g = kernel_size, group_size
+    oh, ow = len(src_h), len(src_w)
+    weights = kernels.reshape(n, oh, ow, g, k, k)
+    out = np.zeros((n, oh, ow, g, c // g), np.float64)
+    for ky, kx, shifted in _shifted(features, src_h, src_w, k):
+        out += weights[..., ky, kx, None] * shifted.reshape(n, oh, ow, g, c // g)
+    return out.reshape(n, oh, ow, c)
+
+
+def _reassembly_grads(grad_output, features, kernels, src_h, src_w, kernel_size, group_size):
+    n, h, w, c = features.shape
+    k, g = kernel_size, group_size
+    r = (k - 1) // 2
+    oh, ow = len(src_h), len(src_w)
+    assert grad_output.shape == (n, oh, ow, c), grad_output.shape
+    d = grad_output.reshape(n, oh, ow, g, c // g)
+    weights = kernels.reshape(n, oh, ow, g, k, k)
+
+    grad_kernels = np.zeros((n, oh, ow, g, k, k), np.float64)
+    for ky, kx, shifted in _shifted(features, src_h, src_w, k):
+        grad_kernels[..., ky, kx] = np.sum(d * shifted.reshape(n, oh, ow, g, c // g), axis=-1)
+
+    # Scatter every output pixel's contribution onto the (padded) feature
+    # pixel it read; contributions landing in the padding read zeros in the
+    # forward pass and are dropped with it.
+    grad_padded = np.zeros((n, h + 2 * r, w + 2 * r, g, c // g), np.float64)
+    for ky in range(k):
+        for kx in range(k):
+            contribution = weights[..., ky, kx, None] * d
+            np.add.at(grad_padded,
+                      (slice(None), (src_h + ky)[:, None], (src_w + kx)[None, :]),
+                      contribution)
+    grad_features = grad_padded[:, r:r + h, r:r + w].reshape(n, h, w, c)
+    return grad_features, grad_kernels.reshape(kernels.shape)
 
 
 def carafe_reference(features, kernels, scale_factor, kernel_size, group_size):
@@ -52,11 +99,8 @@ def carafe_reference(features, kernels, scale_factor, kernel_size, group_size):
     features = np.asarray(features, np.float64)
     kernels = np.asarray(kernels, np.float64)
     n, h, w, c, s, k, g, _ = _geometry(features, kernels, scale_factor, kernel_size, group_size)
-    weights = kernels.reshape(n, h * s, w * s, g, k, k)
-    out = np.zeros((n, h * s, w * s, g, c // g), np.float64)
-    for ky, kx, shifted in _shifted_features(features, s, k):
-        out += weights[..., ky, kx, None] * shifted.reshape(n, h * s, w * s, g, c // g)
-    return out.reshape(n, h * s, w * s, c)
+    return _reassembly(features, kernels, _upsampling_sources(h, s), _upsampling_sources(w, s),
+                       k, g)
 
 
 def carafe_reference_grads(grad_output, features, kernels, scale_factor, kernel_size,
@@ -66,29 +110,8 @@ def carafe_reference_grads(grad_output, features, kernels, scale_factor, kernel_
     features = np.asarray(features, np.float64)
     kernels = np.asarray(kernels, np.float64)
     n, h, w, c, s, k, g, r = _geometry(features, kernels, scale_factor, kernel_size, group_size)
-    assert grad_output.shape == (n, h * s, w * s, c), grad_output.shape
-    d = grad_output.reshape(n, h * s, w * s, g, c // g)
-    weights = kernels.reshape(n, h * s, w * s, g, k, k)
-
-    grad_kernels = np.zeros((n, h * s, w * s, g, k, k), np.float64)
-    for ky, kx, shifted in _shifted_features(features, s, k):
-        grad_kernels[..., ky, kx] = np.sum(
-            d * shifted.reshape(n, h * s, w * s, g, c // g), axis=-1)
-
-    # Scatter every output pixel's contribution onto the (padded) feature
-    # pixel it read; contributions landing in the padding read zeros in the
-    # forward pass and are dropped with it.
-    grad_padded = np.zeros((n, h + 2 * r, w + 2 * r, g, c // g), np.float64)
-    src_h = np.arange(h * s) // s
-    src_w = np.arange(w * s) // s
-    for ky in range(k):
-        for kx in range(k):
-            contribution = weights[..., ky, kx, None] * d
-            np.add.at(grad_padded,
-                      (slice(None), (src_h + ky)[:, None], (src_w + kx)[None, :]),
-                      contribution)
-    grad_features = grad_padded[:, r:r + h, r:r + w].reshape(n, h, w, c)
-    return grad_features, grad_kernels.reshape(kernels.shape)
+    return _reassembly_grads(grad_output, features, kernels, _upsampling_sources(h, s),
+                             _upsampling_sources(w, s), k, g)
 
 
 def carafe_loops(features, kernels, scale_factor, kernel_size, group_size):
@@ -111,6 +134,73 @@ def carafe_loops(features, kernels, scale_factor, kernel_size, group_size):
                                           * features[b, y, x, ch])
                     out[b, oh, ow, ch] = total
     return out
+
+
+# --- downsampling (CARAFE++) ------------------------------------------------------------
+#
+#     out[n, oh, ow, c] = sum_{ky, kx in [0, k)} kernels[n, oh, ow, g*k*k + ky*k + kx]
+#                         * features[n, oh*stride + ky - r, ow*stride + kx - r, c]
+#
+# for oh < ceil(H / stride), ow < ceil(W / stride); the gradients follow as above
+# with oh // s replaced by oh * stride.
+
+
+def _downsample_geometry(features, kernels, stride, kernel_size, group_size):
+    n, h, w, c = features.shape
+    k, g = kernel_size, group_size
+    assert c % g == 0, (c, g)
+    oh, ow = -(-h // stride), -(-w // stride)
+    assert kernels.shape == (n, oh, ow, g * k * k), (kernels.shape, features.shape)
+    return _downsampling_sources(h, stride), _downsampling_sources(w, stride)
+
+
+def carafe_downsample_reference(features, kernels, stride, kernel_size, group_size):
+    """Float64 downsampling reassembly of `features` (N, H, W, C) with `kernels`
+    (N, ceil(H/stride), ceil(W/stride), G*k*k)."""
+    features = np.asarray(features, np.float64)
+    kernels = np.asarray(kernels, np.float64)
+    src_h, src_w = _downsample_geometry(features, kernels, stride, kernel_size, group_size)
+    return _reassembly(features, kernels, src_h, src_w, kernel_size, group_size)
+
+
+def carafe_downsample_reference_grads(grad_output, features, kernels, stride, kernel_size,
+                                      group_size):
+    """Returns (d loss / d features, d loss / d kernels) of the downsampling reassembly."""
+    grad_output = np.asarray(grad_output, np.float64)
+    features = np.asarray(features, np.float64)
+    kernels = np.asarray(kernels, np.float64)
+    src_h, src_w = _downsample_geometry(features, kernels, stride, kernel_size, group_size)
+    return _reassembly_grads(grad_output, features, kernels, src_h, src_w, kernel_size,
+                             group_size)
+
+
+def carafe_downsample_loops(features, kernels, stride, kernel_size, group_size):
+    """The downsampling formula, one output element at a time (tiny inputs only)."""
+    features = np.asarray(features, np.float64)
+    kernels = np.asarray(kernels, np.float64)
+    n, h, w, c = features.shape
+    k, g, r = kernel_size, group_size, (kernel_size - 1) // 2
+    out = np.zeros((n, -(-h // stride), -(-w // stride), c), np.float64)
+    for b, oh, ow, ch in np.ndindex(*out.shape):
+        grp = ch // (c // g)
+        total = 0.0
+        for ky in range(k):
+            for kx in range(k):
+                y, x = oh * stride + ky - r, ow * stride + kx - r
+                if 0 <= y < h and 0 <= x < w:
+                    total += kernels[b, oh, ow, grp * k * k + ky * k + kx] * features[b, y, x, ch]
+        out[b, oh, ow, ch] = total
+    return out
+
+
+def random_downsample_inputs(rng, batch, height, width, channels, stride, kernel_size,
+                             group_size, dtype=np.float32):
+    """Features and downsampling kernels uniform in [-1, 1) for the given problem."""
+    k = kernel_size
+    features = rng.uniform(-1.0, 1.0, (batch, height, width, channels))
+    kernels = rng.uniform(-1.0, 1.0, (batch, -(-height // stride), -(-width // stride),
+                                      group_size * k * k))
+    return features.astype(dtype), kernels.astype(dtype)
 
 
 def random_inputs(rng, batch, height, width, channels, scale_factor, kernel_size, group_size,
@@ -137,3 +227,10 @@ def error_scales(features, kernels, upstream, scale_factor, kernel_size, group_s
     f, k, d = np.abs(features), np.abs(kernels), np.abs(upstream)
     return (carafe_reference(f, k, scale_factor, kernel_size, group_size),
             *carafe_reference_grads(d, f, k, scale_factor, kernel_size, group_size))
+
+
+def downsample_error_scales(features, kernels, upstream, stride, kernel_size, group_size):
+    """`error_scales` of the downsampling reassembly."""
+    f, k, d = np.abs(features), np.abs(kernels), np.abs(upstream)
+    return (carafe_downsample_reference(f, k, stride, kernel_size, group_size),
+            *carafe_downsample_reference_grads(d, f, k, stride, kernel_size, group_size))

@@ -151,7 +151,7 @@ def test_cost_at_the_paper_defaults():
     ({"data_format": "NHWC"}, "`data_format` must be 'channels_last', 'channels_first' or "
                               "None, got 'NHWC'"),
     ({"implementation": "cuda"}, "`implementation` must be one of 'auto', 'op', "
-                                 "'fallback', got 'cuda'"),
+                                 "'fallback', 'portable', got 'cuda'"),
 ])
 def test_bad_constructor_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

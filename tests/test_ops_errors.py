@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras_carafe.library import load
 from keras_carafe.ops import carafe
 
-IMPLEMENTATIONS = ("op", "fallback")
+IMPLEMENTATIONS = ("op", "fallback", "portable")
 
 # A valid problem: 2 images of 3 x 4 x 6, scale 2, 3 x 3 kernels, 2 groups
 # (6 channels divisible by 2; kernels have 2 * 3 * 3 = 18 channels).
@@ -159,7 +159,7 @@ def test_unsupported_dtype_is_rejected(implementation, dtype):
 @pytest.mark.parametrize("implementation", ["cuda", "OP", "", None, "xla"])
 def test_unknown_implementation_is_rejected(implementation):
     with pytest.raises(ValueError, match=r"`implementation` must be one of 'auto', 'op', "
-                                         rf"'fallback', got {re.escape(repr(implementation))}"):
+                                         rf"'fallback', 'portable', got {re.escape(repr(implementation))}"):
         call(implementation)
 
 

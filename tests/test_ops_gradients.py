@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from carafe_reference import carafe_reference, carafe_reference_grads, random_inputs
 from keras_carafe.ops import carafe
+from shape_grids import GRADIENT_CASES as CASES, case_id
 
 IMPLEMENTATIONS = ("op", "fallback")
 
@@ -18,20 +19,7 @@ JACOBIAN_CASES = [
     (1, 2, 2, 1, 2, 5, 1),      # kernel larger than the image
 ]
 
-# Larger problems for comparisons with the NumPy reference.
-CASES = [
-    (2, 3, 4, 4, 2, 3, 2),
-    (1, 1, 5, 2, 3, 5, 1),
-    (1, 4, 1, 8, 4, 3, 4),
-    (1, 5, 6, 3, 1, 7, 1),
-    (2, 4, 3, 256, 2, 5, 4),
-    (3, 2, 2, 1, 2, 1, 1),
-]
 
-
-def case_id(case):
-    n, h, w, c, s, k, g = case
-    return f"n{n}-{h}x{w}x{c}-s{s}-k{k}-g{g}"
 
 
 def test_reference_gradients_are_adjoint_to_the_reference(rng):

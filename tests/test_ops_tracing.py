@@ -10,9 +10,9 @@ import tensorflow as tf
 from carafe_reference import carafe_reference, carafe_reference_grads, random_inputs
 from keras_carafe.library import load
 from keras_carafe.ops import carafe
-from keras_carafe.ops import implementation as implementation_module
+from keras_carafe.ops.tensorflow import choice
 
-IMPLEMENTATIONS = ("op", "fallback")
+IMPLEMENTATIONS = ("op", "fallback", "portable")
 OP_TYPE = "KerasCarafeReassemble"
 S, K, G, C = 2, 3, 2, 6
 
@@ -244,7 +244,7 @@ def op_unavailable(monkeypatch):
         raise load.OpUnavailableError("BuildError: simulated for the test")
 
     monkeypatch.setattr(load, "load", fail)
-    monkeypatch.setattr(implementation_module, "_warned_fallback", False)
+    monkeypatch.setattr(choice, "_warned_fallback", False)
 
 
 def test_auto_without_the_op_falls_back_with_one_runtime_warning_per_process(rng,

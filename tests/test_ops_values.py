@@ -7,33 +7,11 @@ import tensorflow as tf
 from carafe_reference import (carafe_loops, carafe_reference, carafe_reference_grads,
                               error_scales, random_inputs, ulp)
 from keras_carafe.ops import carafe
+from shape_grids import CASES, case_id
 
 IMPLEMENTATIONS = ("op", "fallback")
 
-# (batch, height, width, channels, scale_factor, kernel_size, group_size)
-CASES = [
-    (1, 1, 1, 1, 1, 1, 1),      # smallest problem
-    (2, 3, 4, 4, 2, 3, 2),      # odd height, even width, batch > 1
-    (1, 4, 5, 3, 2, 5, 1),      # even height, odd width
-    (1, 1, 6, 2, 2, 3, 1),      # height 1
-    (1, 5, 1, 2, 3, 3, 2),      # width 1
-    (1, 1, 1, 4, 4, 5, 4),      # 1 x 1 image, kernel larger than the image
-    (2, 3, 3, 6, 1, 7, 2),      # no upsampling, 7 x 7 kernel on a 3 x 3 image
-    (1, 4, 4, 2, 3, 1, 2),      # 1 x 1 kernel
-    (1, 2, 3, 8, 4, 3, 4),      # scale 4, 4 groups
-    (1, 3, 4, 256, 2, 3, 1),    # many channels
-    (2, 4, 3, 256, 2, 5, 4),    # many channels in 4 groups
-    (3, 2, 2, 1, 2, 5, 1),      # one channel
-    (1, 6, 7, 4, 2, 7, 1),      # 7 x 7 kernel inside a larger image
-    (1, 5, 5, 12, 3, 5, 4),     # scale 3, 4 groups
-    (2, 7, 6, 4, 1, 5, 2),      # scale 1, 5 x 5 kernel
-    (1, 3, 2, 3, 4, 7, 1),      # scale 4, 7 x 7 kernel
-]
 
-
-def case_id(case):
-    n, h, w, c, s, k, g = case
-    return f"n{n}-{h}x{w}x{c}-s{s}-k{k}-g{g}"
 
 
 # Unit roundoff u of the 16-bit formats (half the spacing of numbers in [1, 2)).

@@ -1,12 +1,13 @@
 """The CARAFE upsampling layer."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from keras_carafe.ops.reassembly import carafe
 from keras_carafe.cost import carafe_cost
 from keras_carafe.ops import implementation as impl
 from keras_carafe.ops import validation
+from keras_carafe.ops.pixel_shuffle import depth_to_space
+from keras_carafe.ops.reassembly import carafe
 
 _SERIALIZERS = {"initializer": keras.initializers, "regularizer": keras.regularizers,
                 "constraint": keras.constraints}
@@ -57,11 +58,14 @@ class CARAFE(keras.layers.Layer):
         encoder_dilation: int, dilation rate of the content encoder.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             Keras `image_data_format()`).
-        implementation: `"auto"`, `"op"` or `"fallback"`, as in
-            `keras_carafe.ops.carafe`. With `"fallback"` the layer supports XLA
-            (`jit_compile=True`); the other choices run the compiled op and
-            let Keras leave XLA off (an explicit `tf.function(jit_compile=True)`
-            still works: `"auto"` then uses the fallback).
+        implementation: `"auto"`, `"op"`, `"fallback"` or `"portable"`, as
+            in `keras_carafe.ops.carafe` (`"op"` and `"fallback"` need the
+            TensorFlow backend; on JAX and PyTorch `"auto"` is the portable
+            path). On TensorFlow, `"fallback"` and `"portable"` let Keras
+            compile the layer with XLA (`jit_compile=True`); `"auto"` and
+            `"op"` run the compiled op and let Keras leave XLA off (an
+            explicit `tf.function(jit_compile=True)` still works: `"auto"`
+            then uses the portable path).
         compressor_kernel_initializer, compressor_bias_initializer,
         compressor_kernel_regularizer, compressor_bias_regularizer,
         compressor_kernel_constraint, compressor_bias_constraint: for the 1x1
@@ -116,11 +120,6 @@ class CARAFE(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "keras_carafe.CARAFE needs the TensorFlow backend; "
-                f"KERAS_BACKEND is {keras.backend.backend()!r}"
-            )
         scale_factor, kernel_size, group_size = validation.check_hyperparameters(
             scale_factor, kernel_size, group_size)
         encoder_kernel_size = validation.check_int_argument(
@@ -129,6 +128,7 @@ class CARAFE(keras.layers.Layer):
             "compressed_channels", compressed_channels, 1)
         encoder_dilation = validation.check_int_argument("encoder_dilation", encoder_dilation, 1)
         impl.check_implementation(implementation)
+        impl.check_backend(implementation)
         self.scale_factor = scale_factor
         self.kernel_size = kernel_size
         self.encoder_kernel_size = encoder_kernel_size
@@ -137,9 +137,11 @@ class CARAFE(keras.layers.Layer):
         self.encoder_dilation = encoder_dilation
         self.data_format = _standardize_data_format(data_format)
         self.implementation = implementation
-        # The compiled op cannot be XLA-compiled; with "auto", Keras's own
-        # jit_compile="auto" then stays off so that the op runs.
-        self.supports_jit = implementation == "fallback"
+        # The compiled op cannot be XLA-compiled; on TensorFlow with "auto" or
+        # "op", Keras's own jit_compile="auto" then stays off so that the op
+        # runs. Other backends never run the op.
+        self.supports_jit = (implementation in ("fallback", "portable")
+                             or keras.backend.backend() != "tensorflow")
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
         if encoder_kernel_initializer is None:
@@ -189,19 +191,22 @@ class CARAFE(keras.layers.Layer):
         self.encoder.build((None, None, None, self.compressed_channels))
 
     def _to_channels_last(self, x):
-        return x if self.data_format == "channels_last" else tf.transpose(x, [0, 2, 3, 1])
+        return x if self.data_format == "channels_last" else ops.transpose(x, (0, 2, 3, 1))
 
     def _normalized_kernels(self, x):
         """Kernels (N, H*s, W*s, G*k*k) in x's dtype, each group's k*k weights summing to 1."""
-        logits = self.encoder(self.compressor(x))
-        if self.scale_factor > 1:
-            logits = tf.nn.depth_to_space(logits, self.scale_factor)
-        shape = tf.shape(logits)
+        logits = depth_to_space(self.encoder(self.compressor(x)), self.scale_factor)
+        n, h, w, channels = ops.shape(logits)
         taps = self.kernel_size * self.kernel_size
-        grouped = tf.reshape(logits, [shape[0], shape[1], shape[2], self.group_size, taps])
-        # float32 softmax: float16 exponentials of the logits lose the small weights.
-        weights = tf.nn.softmax(tf.cast(grouped, tf.float32), axis=-1)
-        return tf.cast(tf.reshape(weights, shape), x.dtype)
+        grouped = ops.reshape(logits, (n, h, w, self.group_size, taps))
+        dtype = validation.dtype_name(x)
+        # 16-bit softmaxes run in float32: float16 exponentials of the logits
+        # lose the small weights. float32 and float64 keep their precision.
+        softmax_dtype = dtype if dtype in ("float32", "float64") else "float32"
+        grouped = ops.cast(grouped, softmax_dtype)
+        # A softmax over one weight is 1 (Keras warns about such softmaxes).
+        weights = ops.softmax(grouped, axis=-1) if taps > 1 else ops.ones_like(grouped)
+        return ops.cast(ops.reshape(weights, (n, h, w, channels)), dtype)
 
     def call(self, inputs):
         x = self._to_channels_last(inputs)
@@ -209,7 +214,7 @@ class CARAFE(keras.layers.Layer):
             x, self._normalized_kernels(x), scale_factor=self.scale_factor,
             kernel_size=self.kernel_size, group_size=self.group_size,
             implementation=self.implementation)
-        return y if self.data_format == "channels_last" else tf.transpose(y, [0, 3, 1, 2])
+        return y if self.data_format == "channels_last" else ops.transpose(y, (0, 3, 1, 2))
 
     def compute_kernels(self, inputs):
         """The normalized reassembly kernels as (N, H*s, W*s, G, k, k), for inspection.
@@ -219,13 +224,14 @@ class CARAFE(keras.layers.Layer):
         `(oh // s + ky - (k - 1) // 2, ow // s + kx - (k - 1) // 2)`; the
         spatial axes come first for either data format.
         """
-        x = tf.cast(self._to_channels_last(tf.convert_to_tensor(inputs)), self.compute_dtype)
+        inputs = ops.convert_to_tensor(inputs)
+        x = ops.cast(self._to_channels_last(inputs), self.compute_dtype)
         if not self.built:
             self.build(tuple(inputs.shape))
         kernels = self._normalized_kernels(x)
-        shape = tf.shape(kernels)
+        n, h, w, _ = ops.shape(kernels)
         k = self.kernel_size
-        return tf.reshape(kernels, [shape[0], shape[1], shape[2], self.group_size, k, k])
+        return ops.reshape(kernels, (n, h, w, self.group_size, k, k))
 
     def cost(self, height, width, channels):
         """Parameters and FLOPs of this layer on a (height, width, channels) input."""

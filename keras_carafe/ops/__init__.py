@@ -1,5 +1,6 @@
-"""Functional CARAFE ops."""
+"""Functional CARAFE ops: upsampling and downsampling reassembly, and the portable switch."""
 
-from keras_carafe.ops.reassembly import carafe
+from keras_carafe.ops.implementation import IMPLEMENTATIONS, force_portable
+from keras_carafe.ops.reassembly import carafe, carafe_downsample
 
-__all__ = ["carafe"]
+__all__ = ["IMPLEMENTATIONS", "carafe", "carafe_downsample", "force_portable"]

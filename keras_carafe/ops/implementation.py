@@ -1,20 +1,23 @@
-"""Chooses between the compiled op and the pure-TensorFlow fallback."""
+"""Which implementation of the reassembly runs, and the switch that forces the portable one.
 
+- "op": the compiled TensorFlow op (fastest; TensorFlow backend, outside XLA).
+- "fallback": pure TensorFlow (`tf.image.extract_patches`); TensorFlow backend.
+- "portable": `keras.ops` only; every backend, XLA, and every export format.
+- "auto": on TensorFlow the op where usable, the portable path under XLA and
+  while exporting, else the fallback; on JAX and PyTorch the portable path.
+"""
+
+import contextlib
+import contextvars
 import os
-import sys
-import warnings
 
-import tensorflow as tf
-from tensorflow.python.framework import ops as tf_ops
-from tensorflow.python.ops import control_flow_util
-from tensorflow.python.saved_model import save_context
+import keras
 
-from keras_carafe.library import load
-
-IMPLEMENTATIONS = ("auto", "op", "fallback")
+IMPLEMENTATIONS = ("auto", "op", "fallback", "portable")
+TENSORFLOW_ONLY = ("op", "fallback")
 FORCE_FALLBACK_ENV = "KERAS_CARAFE_FORCE_FALLBACK"
 
-_warned_fallback = False
+_portable_forced = contextvars.ContextVar("keras_carafe_portable_forced", default=False)
 
 
 def check_implementation(implementation):
@@ -25,71 +28,58 @@ def check_implementation(implementation):
         )
 
 
+def check_backend(implementation):
+    """Raises for an implementation that the active Keras backend cannot run."""
+    backend = keras.backend.backend()
+    if implementation in TENSORFLOW_ONLY and backend != "tensorflow":
+        what = "the compiled op" if implementation == "op" else "the pure-TensorFlow fallback"
+        raise ValueError(
+            f"implementation={implementation!r} ({what}) needs the TensorFlow backend, but "
+            f"the Keras backend is {backend!r}; use implementation='auto' or 'portable'"
+        )
+
+
 def fallback_forced():
     return os.environ.get(FORCE_FALLBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def in_xla_context():
-    if tf.executing_eagerly():
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+@contextlib.contextmanager
+def force_portable():
+    """Makes every CARAFE reassembly traced or run inside the block use the portable path.
 
+    Whatever `implementation` says, the reassembly is then built from
+    standard operations only, so a graph traced inside the block can be
+    saved and served without keras_carafe, converted to ONNX or LiteRT with
+    builtin operators, or compiled with XLA. `model.export` already does this
+    on its own; use the block around your own export code, for example:
 
-def tracing_for_export():
-    """True while a SavedModel for serving is being traced.
+        with keras_carafe.ops.force_portable():
+            tf.saved_model.save(module, path)
 
-    Serving binaries cannot load custom op libraries, so exported graphs must
-    use standard ops only. `tf.saved_model.save` marks its tracing with a save
-    context; Keras's `model.export` traces its endpoints before saving, so its
-    frames on the stack mark the rest.
+    Functions traced before the block keep what they traced. The switch is
+    per thread (and per asyncio task).
     """
-    if tf.executing_eagerly():
-        return False
-    if save_context.in_save_context():
-        return True
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith("keras.src.export"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _warn_once(reason):
-    global _warned_fallback
-    if not _warned_fallback:
-        _warned_fallback = True
-        warnings.warn(
-            f"keras_carafe: using the pure-TensorFlow CARAFE fallback because {reason}. "
-            f"It is exact but slower and uses more memory; run `python -m keras_carafe build` "
-            f"to see the build log, or set {FORCE_FALLBACK_ENV}=1 to silence this.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-def resolve(implementation):
-    """Returns "op" or "fallback" for this call site; raises for an unusable "op"."""
-    check_implementation(implementation)
-    if implementation == "fallback" or fallback_forced():
-        return "fallback"
-    if implementation == "op":
-        if in_xla_context():
-            raise ValueError(
-                "implementation='op' cannot run inside an XLA-compiled function "
-                "(jit_compile=True); use implementation='auto' or 'fallback' there"
-            )
-        load.load()  # Raises OpUnavailableError with the reason.
-        return "op"
-    if in_xla_context() or tracing_for_export():
-        return "fallback"
+    token = _portable_forced.set(True)
     try:
-        library = load.load()
-    except load.OpUnavailableError as err:
-        _warn_once(f"the compiled op is unavailable ({err})")
-        return "fallback"
-    if tf.config.list_logical_devices("GPU") and not library.cuda_usable:
-        _warn_once(f"a GPU is present but the op's CUDA kernels cannot run: "
-                   f"{library.cuda_status}")
-        return "fallback"
-    return "op"
+        yield
+    finally:
+        _portable_forced.reset(token)
+
+
+def portable_forced():
+    """True inside `force_portable()`."""
+    return _portable_forced.get()
+
+
+def resolve(implementation, geometry=None):
+    """Returns "op", "fallback" or "portable" for this call site, or raises.
+
+    `geometry` (default: upsampling) says which compiled op "op" needs.
+    """
+    check_implementation(implementation)
+    check_backend(implementation)
+    if keras.backend.backend() != "tensorflow":
+        return "portable"
+    from keras_carafe.ops.tensorflow import choice
+
+    return choice.resolve(implementation, geometry)

@@ -1,12 +1,31 @@
-"""The public CARAFE reassembly function."""
+"""The public CARAFE reassembly functions: validate once, then dispatch."""
 
-import tensorflow as tf
+import keras
+from keras import ops
 
-from keras_carafe.library import load
-from keras_carafe.ops import fallback, implementation as impl, validation
+from keras_carafe.ops import implementation as impl
+from keras_carafe.ops import portable, validation
 
 
-@tf.autograph.experimental.do_not_convert
+def _reassemble(geometry, features, kernels, implementation):
+    impl.check_implementation(implementation)
+    impl.check_backend(implementation)
+    features = ops.convert_to_tensor(features)
+    kernels = ops.convert_to_tensor(kernels)
+    shapes_known = validation.check_static(geometry, features, kernels)
+    chosen = impl.resolve(implementation, geometry)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from keras_carafe.ops import tensorflow as tf_backend
+
+        return tf_backend.reassemble(chosen, geometry, features, kernels, shapes_known)
+    if backend == "jax":
+        from keras_carafe.ops import jax as jax_backend
+
+        return jax_backend.reassemble(geometry, features, kernels)
+    return portable.reassemble(geometry, features, kernels)
+
+
 def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
            implementation="auto"):
     """Reassembles `features` with per-pixel kernels (the CARAFE upsampling step).
@@ -26,30 +45,53 @@ def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
         scale_factor: int `s >= 1`.
         kernel_size: odd int `k >= 1`.
         group_size: int `G >= 1` dividing `C`.
-        implementation: `"op"` (compiled op; raises if it cannot be built or
-            loaded), `"fallback"` (pure TensorFlow, also under XLA) or
-            `"auto"` (the op where usable, else the fallback with one warning
-            per process). The environment variable
-            `KERAS_CARAFE_FORCE_FALLBACK=1` forces the fallback everywhere.
+        implementation: `"auto"`, `"op"` (the compiled TensorFlow op; raises
+            if it cannot be built or loaded), `"fallback"` (pure TensorFlow)
+            or `"portable"` (`keras.ops` only: every backend and export
+            format). `"auto"` uses, on TensorFlow, the op where usable, the
+            portable path under XLA and while exporting, else the fallback
+            (with one warning per process); on JAX and PyTorch the portable
+            path. `"op"` and `"fallback"` need the TensorFlow backend.
+            `KERAS_CARAFE_FORCE_FALLBACK=1` turns `"op"` and `"auto"` into
+            the fallback; `keras_carafe.ops.force_portable()` makes every
+            call in its block portable.
 
     Returns:
         Tensor of shape `(N, H*s, W*s, C)` in the dtype of `features`.
         16-bit inputs are accumulated in float32.
     """
-    scale_factor, kernel_size, group_size = validation.check_hyperparameters(
-        scale_factor, kernel_size, group_size)
-    features = tf.convert_to_tensor(features)
-    kernels = tf.convert_to_tensor(kernels)
-    shapes_known = validation.check_static(features, kernels, scale_factor, kernel_size,
-                                           group_size)
-    if impl.resolve(implementation) == "op":
-        # The op's kernels check every shape at run time.
-        return load.load().module.keras_carafe_reassemble(
-            features, kernels, scale_factor=scale_factor, kernel_size=kernel_size,
-            group_size=group_size)
-    checks = []
-    if not shapes_known:
-        features, kernels, checks = validation.with_runtime_checks(
-            features, kernels, scale_factor, kernel_size, group_size)
-    with tf.control_dependencies(checks):
-        return fallback.reassemble(features, kernels, scale_factor, kernel_size, group_size)
+    geometry = validation.upsampling(scale_factor, kernel_size, group_size)
+    return _reassemble(geometry, features, kernels, implementation)
+
+
+def carafe_downsample(features, kernels, stride=2, kernel_size=5, group_size=1,
+                      implementation="auto"):
+    """Reassembles `features` with per-pixel kernels at a stride (CARAFE++ downsampling).
+
+    Each output pixel `(oh, ow)` is the weighted sum of the
+    `kernel_size x kernel_size` neighbourhood centred on input pixel
+    `(oh * stride, ow * stride)`, with its own weights; all channels of a
+    group share one kernel; features outside the image count as zero:
+
+        out[n, oh, ow, c] = sum over ky, kx in [0, k) of
+            kernels[n, oh, ow, g*k*k + ky*k + kx]
+            * features[n, oh*stride + ky - r, ow*stride + kx - r, c]
+
+    with `g = c // (C / G)` and `r = (k - 1) / 2`.
+
+    Args:
+        features: tensor of shape `(N, H, W, C)`, float16, bfloat16, float32
+            or float64.
+        kernels: tensor of shape `(N, ceil(H/stride), ceil(W/stride), G*k*k)`
+            and the dtype of `features`, in the channel order of `carafe`.
+        stride: int `>= 1`.
+        kernel_size: odd int `k >= 1`.
+        group_size: int `G >= 1` dividing `C`.
+        implementation: as in `carafe`.
+
+    Returns:
+        Tensor of shape `(N, ceil(H/stride), ceil(W/stride), C)` in the dtype
+        of `features`. 16-bit inputs are accumulated in float32.
+    """
+    geometry = validation.downsampling(stride, kernel_size, group_size)
+    return _reassemble(geometry, features, kernels, implementation)

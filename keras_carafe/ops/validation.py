@@ -1,11 +1,18 @@
-"""Argument checks shared by both implementations of the reassembly."""
+"""Argument checks shared by every implementation and backend.
+
+Only static information is checked here (Python arguments, dtypes and the
+shapes known when the call is made or traced); the TensorFlow backend adds
+run-time checks for sizes unknown while a graph is traced.
+"""
 
 import numbers
 
+import keras
 import numpy as np
-import tensorflow as tf
 
-SUPPORTED_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+from keras_carafe.ops.geometry import DOWNSAMPLE, UPSAMPLE, Geometry
+
+SUPPORTED_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def check_int_argument(name, value, minimum, odd=False):
@@ -26,79 +33,68 @@ def check_hyperparameters(scale_factor, kernel_size, group_size):
             check_int_argument("group_size", group_size, 1))
 
 
-def _known(dim):
-    return dim is not None
+def upsampling(scale_factor, kernel_size, group_size):
+    """The Geometry of `carafe`, or raises for bad hyperparameters."""
+    return Geometry(UPSAMPLE, *check_hyperparameters(scale_factor, kernel_size, group_size))
 
 
-def check_static(features, kernels, scale_factor, kernel_size, group_size):
-    """Raises ValueError/TypeError for every mismatch visible in the static shapes.
+def downsampling(stride, kernel_size, group_size):
+    """The Geometry of `carafe_downsample`, or raises for bad hyperparameters."""
+    return Geometry(DOWNSAMPLE,
+                    check_int_argument("stride", stride, 1),
+                    check_int_argument("kernel_size", kernel_size, 1, odd=True),
+                    check_int_argument("group_size", group_size, 1))
+
+
+def dtype_name(tensor):
+    return keras.backend.standardize_dtype(tensor.dtype)
+
+
+def static_shape(tensor):
+    """The shape as a tuple with None for unknown sizes, or None for an unknown rank."""
+    try:
+        return tuple(None if d is None else int(d) for d in tensor.shape)
+    except (TypeError, ValueError):  # a TensorFlow shape of unknown rank cannot be iterated
+        return None
+
+
+def check_static(geometry, features, kernels):
+    """Raises ValueError/TypeError for every mismatch visible in dtypes and static shapes.
 
     Returns True when the static shapes prove the inputs valid, False when
-    some dimension is unknown and must be checked at run time.
+    some size is unknown (only inside TensorFlow graphs) and must be checked
+    when the graph runs.
     """
-    if features.dtype not in SUPPORTED_DTYPES:
+    features_dtype, kernels_dtype = dtype_name(features), dtype_name(kernels)
+    if features_dtype not in SUPPORTED_DTYPES:
         raise TypeError(
-            f"`features` must be float16, bfloat16, float32 or float64, got {features.dtype.name}"
-        )
-    if kernels.dtype != features.dtype:
+            f"`features` must be float16, bfloat16, float32 or float64, got {features_dtype}")
+    if kernels_dtype != features_dtype:
         raise TypeError(
-            f"`kernels` must have the dtype of `features` ({features.dtype.name}), "
-            f"got {kernels.dtype.name}"
-        )
-    for name, tensor, layout in (
-        ("features", features, "(N, H, W, C)"),
-        ("kernels", kernels, "(N, H*scale_factor, W*scale_factor, group_size*kernel_size**2)"),
-    ):
-        rank = tensor.shape.rank
-        if rank is not None and rank != 4:
-            raise ValueError(f"`{name}` must have rank 4 {layout}, got shape {tensor.shape}")
-    if features.shape.rank is None or kernels.shape.rank is None:
+            f"`kernels` must have the dtype of `features` ({features_dtype}), "
+            f"got {kernels_dtype}")
+    shapes = {"features": static_shape(features), "kernels": static_shape(kernels)}
+    for name, layout in (("features", "(N, H, W, C)"), ("kernels", geometry.kernels_layout())):
+        shape = shapes[name]
+        if shape is not None and len(shape) != 4:
+            raise ValueError(f"`{name}` must have rank 4 {layout}, got shape {shape}")
+    if shapes["features"] is None or shapes["kernels"] is None:
         return False
-    n, h, w, c = features.shape
-    kn, kh, kw, kc = kernels.shape
-    taps = group_size * kernel_size * kernel_size
-    if _known(c) and c % group_size:
-        raise ValueError(
-            f"`features` channels ({c}) must be divisible by `group_size` ({group_size})"
-        )
-    if _known(kc) and kc != taps:
+    n, h, w, c = shapes["features"]
+    kn, kh, kw, kc = shapes["kernels"]
+    g, taps = geometry.group_size, geometry.kernel_channels
+    if c is not None and c % g:
+        raise ValueError(f"`features` channels ({c}) must be divisible by `group_size` ({g})")
+    if kc is not None and kc != taps:
         raise ValueError(
             f"`kernels` must have group_size * kernel_size**2 = {taps} channels, got {kc} "
-            f"(shape {kernels.shape})"
-        )
+            f"(shape {shapes['kernels']})")
     for axis, size, ksize in (("height", h, kh), ("width", w, kw)):
-        if _known(size) and _known(ksize) and ksize != size * scale_factor:
+        expected = geometry.output_size(size)
+        if expected is not None and ksize is not None and ksize != expected:
             raise ValueError(
-                f"`kernels` {axis} must be scale_factor * features {axis} = "
-                f"{size * scale_factor}, got {ksize} (features {features.shape}, "
-                f"kernels {kernels.shape})"
-            )
-    if _known(n) and _known(kn) and n != kn:
+                f"`kernels` {axis} must be {geometry.output_size_formula(axis)} = {expected}, "
+                f"got {ksize} (features {shapes['features']}, kernels {shapes['kernels']})")
+    if n is not None and kn is not None and n != kn:
         raise ValueError(f"`kernels` batch ({kn}) must equal `features` batch ({n})")
-    return all(_known(d) for d in (n, h, w, c, kn, kh, kw, kc))
-
-
-def with_runtime_checks(features, kernels, scale_factor, kernel_size, group_size):
-    """Returns (features, kernels, asserts) checking what was unknown at trace time.
-
-    The rank is enforced with EnsureShape on the data path: Grappler infers
-    rank 4 from the ops downstream and would fold a plain rank assertion away.
-    """
-    features = tf.ensure_shape(features, [None] * 4, name="features_must_have_rank_4")
-    kernels = tf.ensure_shape(kernels, [None] * 4, name="kernels_must_have_rank_4")
-    fs, ks = tf.shape(features), tf.shape(kernels)
-    taps = group_size * kernel_size * kernel_size
-    return features, kernels, [
-        tf.debugging.assert_equal(
-            fs[3] % group_size, 0,
-            message=f"`features` channels must be divisible by group_size={group_size}"),
-        tf.debugging.assert_equal(
-            ks[3], taps,
-            message=f"`kernels` channels must be group_size * kernel_size**2 = {taps}"),
-        tf.debugging.assert_equal(
-            ks[1:3], fs[1:3] * scale_factor,
-            message=f"`kernels` spatial size must be scale_factor={scale_factor} times "
-                    f"the features spatial size"),
-        tf.debugging.assert_equal(
-            ks[0], fs[0], message="`kernels` batch must equal `features` batch"),
-    ]
+    return None not in shapes["features"] + shapes["kernels"]

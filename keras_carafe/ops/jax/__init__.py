@@ -1,0 +1,21 @@
+"""The reassembly on the JAX backend: the portable path, compiled as one XLA function.
+
+Called eagerly, the portable path would dispatch (and compile) its ~100
+operations one at a time; one `jax.jit` per geometry compiles them together
+once per input shape. Inside a caller's own `jax.jit` it is inlined.
+"""
+
+import functools
+
+import jax
+
+from keras_carafe.ops import portable
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(geometry):
+    return jax.jit(functools.partial(portable.reassemble, geometry))
+
+
+def reassemble(geometry, features, kernels):
+    return _compiled(geometry)(features, kernels)

@@ -1,0 +1,104 @@
+"""How "auto" and the other implementation names resolve on the TensorFlow backend."""
+
+import sys
+import warnings
+
+import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
+from tensorflow.python.ops import control_flow_util
+from tensorflow.python.saved_model import save_context
+
+from keras_carafe.library import load
+from keras_carafe.ops import implementation as names
+
+_warned_fallback = False
+
+
+def in_xla_context():
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+
+
+def tracing_for_export():
+    """True while a graph meant for other runtimes is being traced.
+
+    Serving binaries cannot load custom op libraries and converters (ONNX,
+    LiteRT, OpenVINO) know standard operations only. `force_portable()` is
+    the public switch; `tf.saved_model.save` marks its own tracing with a save
+    context, and Keras's `model.export` traces its endpoints before saving,
+    so its frames on the stack mark the rest.
+    """
+    if names.portable_forced():
+        return True
+    if tf.executing_eagerly():
+        return False
+    if save_context.in_save_context():
+        return True
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("keras.src.export"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _warn_once(reason):
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            f"keras_carafe: using the pure-TensorFlow CARAFE fallback because {reason}. "
+            f"It is exact but slower and uses more memory; run `python -m keras_carafe build` "
+            f"to see the build log, or set {names.FORCE_FALLBACK_ENV}=1 to silence this.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+
+def _op_missing(library, geometry):
+    """Why the loaded library cannot run `geometry`, or "" when it can."""
+    if geometry is not None and not geometry.upsampling and not hasattr(
+            library.module, "keras_carafe_downsample"):
+        return (f"the compiled library {library.report.library} has no KerasCarafeDownsample "
+                f"op; rebuild it from the current sources with `python -m keras_carafe build`")
+    return ""
+
+
+def resolve(implementation, geometry=None):
+    """Returns "op", "fallback" or "portable"; raises for an unusable "op".
+
+    `geometry` (default: upsampling) decides which compiled op must exist.
+    """
+    if tracing_for_export() or implementation == "portable":
+        return "portable"
+    if implementation == "fallback" or names.fallback_forced():
+        return "fallback"
+    if implementation == "op":
+        if in_xla_context():
+            raise ValueError(
+                "implementation='op' cannot run inside an XLA-compiled function "
+                "(jit_compile=True); use implementation='auto', 'portable' or 'fallback' there"
+            )
+        missing = _op_missing(load.load(), geometry)  # load() raises with the reason
+        if missing:
+            raise load.OpUnavailableError(missing)
+        return "op"
+    if in_xla_context():
+        # Under XLA the portable path fuses into a few loops and beats the
+        # fallback's patch tensor (README, performance).
+        return "portable"
+    try:
+        library = load.load()
+    except load.OpUnavailableError as err:
+        _warn_once(f"the compiled op is unavailable ({err})")
+        return "fallback"
+    missing = _op_missing(library, geometry)
+    if missing:
+        _warn_once(missing)
+        return "fallback"
+    if tf.config.list_logical_devices("GPU") and not library.cuda_usable:
+        _warn_once(f"a GPU is present but the op's CUDA kernels cannot run: "
+                   f"{library.cuda_status}")
+        return "fallback"
+    return "op"
