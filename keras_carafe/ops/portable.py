@@ -28,9 +28,10 @@ def reassemble(geometry, features, kernels):
     features = ops.cast(features, compute_dtype)
     kernels = ops.cast(kernels, compute_dtype)
     n, h, w, c = ops.shape(features)
-    _, hc, wc, _ = ops.shape(kernels) if not geometry.upsampling else (None, h, w, None)
     k, r, g, taps = geometry.kernel_size, geometry.radius, geometry.group_size, geometry.taps
     phases, stride = geometry.phases, geometry.cell_stride
+    # Cells per row and column: ceil(H / stride) (sizes may be symbolic).
+    hc, wc = (h + stride - 1) // stride, (w + stride - 1) // stride
     cg = c // g
 
     # Rows of cells are folded into the batch so that no tensor exceeds rank 5.

@@ -1,7 +1,6 @@
 """The reassembly kernels that a Keras model's CARAFE layers compute for given inputs."""
 
 import keras
-import numpy as np
 
 from keras_carafe.layers import CARAFE
 
@@ -39,4 +38,5 @@ def layer_kernels(model, inputs):
     received = probe(inputs)
     if not isinstance(received, (list, tuple)):
         received = [received]
-    return {layer.name: np.asarray(layer.compute_kernels(x)) for layer, x in zip(layers, received)}
+    return {layer.name: keras.ops.convert_to_numpy(layer.compute_kernels(x))
+            for layer, x in zip(layers, received)}
