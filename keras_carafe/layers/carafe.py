@@ -208,7 +208,26 @@ class CARAFE(keras.layers.Layer):
         weights = ops.softmax(grouped, axis=-1) if taps > 1 else ops.ones_like(grouped)
         return ops.cast(ops.reshape(weights, (n, h, w, channels)), dtype)
 
+    def _check_export_format(self):
+        """Raises, naming this layer, where the format being exported cannot express it."""
+        if keras.backend.backend() != "tensorflow":
+            return
+        from keras_carafe.ops.tensorflow import choice
+
+        target, dtype = choice.export_format(), self.compute_dtype
+        reason = None
+        if target == "litert" and dtype != "float32":
+            reason = ("LiteRT's builtin operators run its convolutions and the reassembly in "
+                      "float32 only (anything else needs the Flex delegate); export a float32 "
+                      "copy of the model and quantize it with the converter's options instead")
+        elif target == "onnx" and dtype == "bfloat16":
+            reason = "ONNX convolutions take float16, float32 or float64, not bfloat16"
+        if reason:
+            raise ValueError(f"CARAFE layer {self.name!r} cannot be exported to {target}: it "
+                             f"computes in {dtype} and {reason}.")
+
     def call(self, inputs):
+        self._check_export_format()
         x = self._to_channels_last(inputs)
         y = carafe(
             x, self._normalized_kernels(x), scale_factor=self.scale_factor,

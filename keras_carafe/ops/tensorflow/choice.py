@@ -20,6 +20,35 @@ def in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
+def _keras_export_modules():
+    """The `keras.src.export` modules on the stack, innermost first."""
+    modules = []
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name.startswith("keras.src.export"):
+            modules.append(name)
+        frame = frame.f_back
+    return modules
+
+
+# Keras modules whose export functions name a format (others are shared helpers).
+_FORMAT_MODULES = {"keras.src.export.litert": "litert", "keras.src.export.onnx": "onnx",
+                   "keras.src.export.openvino": "openvino"}
+
+
+def export_format():
+    """The `model.export` format being traced ("litert", "onnx", "openvino" or
+    "tf_saved_model"), or None."""
+    if tf.executing_eagerly():
+        return None
+    modules = _keras_export_modules()
+    for module in reversed(modules):
+        if module in _FORMAT_MODULES:
+            return _FORMAT_MODULES[module]
+    return "tf_saved_model" if modules else None
+
+
 def tracing_for_export():
     """True while a graph meant for other runtimes is being traced.
 
@@ -33,14 +62,7 @@ def tracing_for_export():
         return True
     if tf.executing_eagerly():
         return False
-    if save_context.in_save_context():
-        return True
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith("keras.src.export"):
-            return True
-        frame = frame.f_back
-    return False
+    return save_context.in_save_context() or bool(_keras_export_modules())
 
 
 def _warn_once(reason):
