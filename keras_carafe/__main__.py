@@ -1,11 +1,30 @@
 """Command line: `python -m keras_carafe {demo,build,bench} ...`."""
 
 import argparse
+import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
+
+
+def _tensorflow_missing(what):
+    """A message when TensorFlow is not installed, else None."""
+    try:
+        if importlib.util.find_spec("tensorflow") is not None:
+            return None
+    except ImportError:
+        pass
+    return (f"{what} needs TensorFlow, which is not installed here (`pip install "
+            f"keras-carafe[cpu]` or `[gpu]`); the CARAFE layer and ops work without it on "
+            f"the JAX and PyTorch backends")
 
 
 def _build(args):
+    missing = _tensorflow_missing("the compiled CARAFE op")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 1
     from keras_carafe.library import build, load
 
     print(f"building the CARAFE op into {build.cache_root()} ...", flush=True)
@@ -24,22 +43,63 @@ def _build(args):
     return 0
 
 
+def _bench_cases(args):
+    from keras_carafe import benchmark
+
+    return ([("upsample", s) for s in args.shape or benchmark.DEFAULT_SHAPES]
+            + [("downsample", s) for s in args.downsample_shape
+               or benchmark.DEFAULT_DOWNSAMPLE_SHAPES])
+
+
+def _bench_one_backend(args):
+    """Measures the rows of `args.backend` in this process (restarted with the right
+    Keras backend and allocator first)."""
+    from keras_carafe import benchmark
+
+    env = {"KERAS_BACKEND": args.backend}
+    if args.backend == "tensorflow":
+        env.update(benchmark.CPU_ALLOCATOR_ENV)
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        # Keras picks its backend, and TensorFlow the CPU allocator that reports
+        # peak memory, when they start: the command restarts itself with both.
+        os.execve(sys.executable, [sys.executable, "-m", "keras_carafe", *sys.argv[1:]],
+                  {**os.environ, **env})
+    return benchmark.run(_bench_cases(args), dtype=args.dtype, backend=args.backend,
+                         cpu_only=args.cpu_only, repeats=args.repeats)
+
+
+def _bench_in_child(args, backend):
+    """Runs `bench --backend backend` in a child process and returns its rows."""
+    from keras_carafe import benchmark
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rows.json")
+        command = [sys.executable, "-m", "keras_carafe", "bench", "--backend", backend,
+                   "--json", path, "--dtype", args.dtype, "--repeats", str(args.repeats)]
+        command += ["--cpu-only"] if args.cpu_only else []
+        for flag, shapes in (("--shape", args.shape), ("--downsample-shape",
+                                                       args.downsample_shape)):
+            for shape in shapes:
+                command += [flag, ",".join(map(str, shape))]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0 and os.path.isfile(path):
+            with open(path) as f:
+                return benchmark.from_json(f.read())
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return benchmark._unavailable_rows(_bench_cases(args), args.dtype, backend,
+                                           f"the {backend} run failed: {tail}")
+
+
 def _bench(args):
     from keras_carafe import benchmark
 
-    if any(os.environ.get(k) != v for k, v in benchmark.CPU_ALLOCATOR_ENV.items()):
-        # The CPU allocator that reports peak memory must be chosen before
-        # TensorFlow starts, so the command restarts itself with it.
-        env = {**os.environ, **benchmark.CPU_ALLOCATOR_ENV}
-        os.execve(sys.executable, [sys.executable, "-m", "keras_carafe", *sys.argv[1:]], env)
-
-    import tensorflow as tf
-
-    shapes = args.shape or benchmark.DEFAULT_SHAPES
-    devices = ["CPU:0"] if args.cpu_only else None
-    print(f"TensorFlow {tf.__version__}; median of {args.repeats} runs after one warm-up; "
-          f"memory = allocator peak above the inputs", flush=True)
-    results = benchmark.run(shapes, dtype=args.dtype, devices=devices, repeats=args.repeats)
+    if args.backend:
+        results = _bench_one_backend(args)
+    else:
+        results = [row for backend in ("tensorflow", "jax")
+                   for row in _bench_in_child(args, backend)]
+    print(f"median of {args.repeats} runs after one warm-up; memory = TensorFlow allocator "
+          f"peak above the inputs (TF rows) or XLA buffer assignment (JAX rows)", flush=True)
     print(benchmark.format_table(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -55,7 +115,7 @@ def _shape(text):
         parts = ()
     if len(parts) != 7 or min(parts) < 1:
         raise argparse.ArgumentTypeError(
-            f"a shape is N,H,W,C,scale,kernel_size,groups (7 integers >= 1), got {text!r}")
+            f"a shape is N,H,W,C,factor,kernel_size,groups (7 integers >= 1), got {text!r}")
     return parts
 
 
@@ -93,10 +153,19 @@ def main(argv=None):
     build_parser.set_defaults(handler=_build)
 
     bench_parser = commands.add_parser(
-        "bench", help="time and measure the compiled op against the pure-TF fallback")
+        "bench", help="time and measure every implementation of the reassembly side by side")
     bench_parser.add_argument(
         "--shape", action="append", default=[], type=_shape, metavar="N,H,W,C,S,K,G",
-        help="a problem size (repeatable); default: 2,64,64,128,2,5,1 and 2,100,100,256,2,5,1")
+        help="an upsampling problem (repeatable; S = scale factor); default: "
+             "2,64,64,128,2,5,1 and 2,100,100,256,2,5,1")
+    bench_parser.add_argument(
+        "--downsample-shape", action="append", default=[], type=_shape,
+        metavar="N,H,W,C,S,K,G",
+        help="a downsampling problem (repeatable; S = stride); default: 2,128,128,128,2,5,1")
+    bench_parser.add_argument(
+        "--backend", choices=["tensorflow", "jax"],
+        help="measure only this backend's rows, in this process (default: both, each in a "
+             "child process)")
     bench_parser.add_argument("--dtype", default="float32",
                               choices=["float32", "float16", "bfloat16", "float64"])
     bench_parser.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per case")

@@ -1,66 +1,108 @@
-"""Times the compiled op against the pure-TensorFlow fallback.
+"""Times every implementation of the reassembly side by side.
 
-Run as `python -m keras_carafe bench`. Memory figures are TensorFlow
-allocator peaks above the inputs (on the CPU this needs the BFC allocator,
-which the command switches on for its own process).
+Run as `python -m keras_carafe bench`. Each row is one implementation on one
+runtime: the compiled op, the TensorFlow fallback and the portable path in
+TensorFlow graphs, the portable path under TensorFlow XLA
+(`jit_compile=True`) and under `jax.jit`. A row that cannot run here (no
+TensorFlow, no JAX, an op the library lacks) says why instead of a time.
+
+Memory: for TensorFlow rows, the allocator's peak above the inputs (on the
+CPU this needs the BFC allocator, which the command switches on for its own
+process); for JAX rows, XLA's buffer assignment of the compiled function
+(temporaries plus outputs), the same quantity computed ahead of time.
 """
 
 import dataclasses
+import importlib.util
 import json
 import statistics
 import time
 
 import numpy as np
-import tensorflow as tf
-
-from keras_carafe.ops import carafe
 
 CPU_ALLOCATOR_ENV = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
 
-# (N, H, W, C, scale, kernel_size, groups)
+# (N, H, W, C, factor, kernel_size, groups); factor is the scale factor of
+# upsampling and the stride of downsampling.
 DEFAULT_SHAPES = (
     (2, 64, 64, 128, 2, 5, 1),
     (2, 100, 100, 256, 2, 5, 1),
+)
+# Downsampling from 128 x 128 to the 64 x 64 of the first upsampling shape.
+DEFAULT_DOWNSAMPLE_SHAPES = ((2, 128, 128, 128, 2, 5, 1),)
+
+# (implementation, runtime, backend that runs it)
+ROWS = (
+    ("op", "TF", "tensorflow"),
+    ("fallback", "TF", "tensorflow"),
+    ("portable", "TF", "tensorflow"),
+    ("portable", "TF XLA", "tensorflow"),
+    ("portable", "JAX jit", "jax"),
 )
 
 
 @dataclasses.dataclass
 class Result:
     device: str
+    direction: str
     shape: tuple
     dtype: str
     implementation: str
-    forward_ms: float
-    forward_backward_ms: float
-    forward_peak_mib: float
-    forward_backward_peak_mib: float
+    runtime: str
+    forward_ms: float = float("nan")
+    forward_backward_ms: float = float("nan")
+    forward_peak_mib: float = float("nan")
+    forward_backward_peak_mib: float = float("nan")
+    unavailable: str = ""
 
 
-def _inputs(shape, dtype, seed=0):
-    n, h, w, c, s, k, g = shape
+def _arrays(direction, shape, seed=0):
+    n, h, w, c, f, k, g = shape
+    oh, ow = (h * f, w * f) if direction == "upsample" else (-(-h // f), -(-w // f))
     rng = np.random.default_rng(seed)
-    features = rng.standard_normal((n, h, w, c), dtype=np.float32)
-    kernels = rng.random((n, h * s, w * s, g * k * k), dtype=np.float32)
-    upstream = rng.standard_normal((n, h * s, w * s, c), dtype=np.float32)
-    return [tf.cast(tf.constant(a), dtype) for a in (features, kernels, upstream)]
+    return (rng.standard_normal((n, h, w, c), dtype=np.float32),
+            rng.random((n, oh, ow, g * k * k), dtype=np.float32),
+            rng.standard_normal((n, oh, ow, c), dtype=np.float32))
 
 
-def _step_functions(shape, implementation):
-    _, _, _, _, s, k, g = shape
+def _reassembly(direction):
+    from keras_carafe.ops import carafe, carafe_downsample
 
-    @tf.function
+    return carafe if direction == "upsample" else carafe_downsample
+
+
+def _median_ms(call, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+# --- TensorFlow ---------------------------------------------------------------------------
+
+
+def _tf_steps(direction, shape, implementation, jit_compile):
+    import tensorflow as tf
+
+    _, _, _, _, f, k, g = shape
+    reassemble = _reassembly(direction)
+
+    @tf.function(jit_compile=jit_compile)
     def forward(features, kernels, upstream):
-        out = carafe(features, kernels, s, k, g, implementation=implementation)
-        return tf.reduce_sum(tf.cast(out[..., :1], tf.float32))
+        # The whole output is consumed: XLA would skip channels nobody reads.
+        out = reassemble(features, kernels, f, k, g, implementation=implementation)
+        return tf.reduce_sum(tf.cast(out, tf.float32))
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def forward_backward(features, kernels, upstream):
         with tf.GradientTape() as tape:
             tape.watch([features, kernels])
-            out = carafe(features, kernels, s, k, g, implementation=implementation)
+            out = reassemble(features, kernels, f, k, g, implementation=implementation)
             loss = tf.reduce_sum(out * upstream)
         d_features, d_kernels = tape.gradient(loss, [features, kernels])
-        # The loss is part of the result so that graph pruning keeps the forward op.
+        # The loss is part of the result so that graph pruning keeps the forward pass.
         return (tf.cast(loss, tf.float32)
                 + tf.reduce_sum(tf.cast(d_features[..., :1], tf.float32))
                 + tf.reduce_sum(tf.cast(d_kernels[..., :1], tf.float32)))
@@ -68,67 +110,171 @@ def _step_functions(shape, implementation):
     return forward, forward_backward
 
 
-def _memory_device(device):
-    return "GPU:0" if device.startswith("GPU") else "CPU:0"
+def _check_op(direction, shape):
+    """Raises, with the reason, where the compiled op for `direction` cannot run."""
+    from keras_carafe.ops import implementation, validation
+
+    _, _, _, _, f, k, g = shape
+    geometry = (validation.upsampling if direction == "upsample" else validation.downsampling)(
+        f, k, g)
+    implementation.resolve("op", geometry)
 
 
-def _measure(fn, args, device, repeats):
+def _tf_measure(fn, args, device, repeats):
+    import tensorflow as tf
+
     fn(*args).numpy()  # trace and warm up
-    memory_device = _memory_device(device)
+    memory_device = "GPU:0" if device.startswith("GPU") else "CPU:0"
     tf.config.experimental.reset_memory_stats(memory_device)
     before = tf.config.experimental.get_memory_info(memory_device)["current"]
     fn(*args).numpy()
     peak = tf.config.experimental.get_memory_info(memory_device)["peak"] - before
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args).numpy()  # the scalar's transfer waits for the device
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, peak / 2**20
+    # The scalar's transfer waits for the device.
+    return _median_ms(lambda: fn(*args).numpy(), repeats), peak / 2**20
 
 
-def run(shapes=DEFAULT_SHAPES, dtype="float32", devices=None, repeats=5,
-        implementations=("op", "fallback")):
-    if devices is None:
-        devices = ["CPU:0"] + [f"GPU:{i}" for i, _ in
-                               enumerate(tf.config.list_logical_devices("GPU"))][:1]
+def tensorflow_devices(cpu_only=False):
+    import tensorflow as tf
+
+    gpus = [] if cpu_only else [f"GPU:{i}" for i, _ in
+                                enumerate(tf.config.list_logical_devices("GPU"))][:1]
+    return ["CPU:0"] + gpus
+
+
+def _run_tensorflow(cases, dtype, devices, repeats):
+    import tensorflow as tf
+
     results = []
     for device in devices:
-        for shape in shapes:
+        for direction, shape in cases:
             with tf.device(device):
-                args = _inputs(shape, tf.as_dtype(dtype))
-                for implementation in implementations:
-                    forward, forward_backward = _step_functions(shape, implementation)
-                    fwd_ms, fwd_mib = _measure(forward, args, device, repeats)
-                    both_ms, both_mib = _measure(forward_backward, args, device, repeats)
-                    results.append(Result(device, tuple(shape), dtype, implementation,
-                                          fwd_ms, both_ms, fwd_mib, both_mib))
+                args = [tf.cast(tf.constant(a), dtype) for a in _arrays(direction, shape)]
+                for implementation, runtime, backend in ROWS:
+                    if backend != "tensorflow":
+                        continue
+                    result = Result(device, direction, tuple(shape), dtype, implementation,
+                                    runtime)
+                    try:
+                        if implementation == "op":
+                            _check_op(direction, shape)
+                        steps = _tf_steps(direction, shape, implementation,
+                                          jit_compile=runtime == "TF XLA")
+                        result.forward_ms, result.forward_peak_mib = _tf_measure(
+                            steps[0], args, device, repeats)
+                        result.forward_backward_ms, result.forward_backward_peak_mib = (
+                            _tf_measure(steps[1], args, device, repeats))
+                    except Exception as err:  # noqa: BLE001 - every failure becomes a row
+                        result.unavailable = _reason(err)
+                    results.append(result)
     return results
 
 
+# --- JAX ----------------------------------------------------------------------------------
+
+
+def _xla_mib(compiled):
+    analysis = compiled.memory_analysis()
+    return (analysis.temp_size_in_bytes + analysis.output_size_in_bytes) / 2**20
+
+
+def _run_jax(cases, dtype, repeats):
+    import jax
+    import jax.numpy as jnp
+
+    results = []
+    for direction, shape in cases:
+        _, _, _, _, f, k, g = shape
+        reassemble = _reassembly(direction)
+        result = Result("CPU:0", direction, tuple(shape), dtype, "portable", "JAX jit")
+        try:
+            args = [jnp.asarray(a, dtype) for a in _arrays(direction, shape)]
+
+            def forward(features, kernels, upstream):
+                out = reassemble(features, kernels, f, k, g, implementation="portable")
+                return jnp.sum(out.astype(jnp.float32))
+
+            def loss(features, kernels, upstream):
+                out = reassemble(features, kernels, f, k, g, implementation="portable")
+                return jnp.sum(out * upstream)
+
+            def forward_backward(features, kernels, upstream):
+                value, (d_features, d_kernels) = jax.value_and_grad(loss, argnums=(0, 1))(
+                    features, kernels, upstream)
+                return value, d_features, d_kernels
+
+            for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+                compiled = jax.jit(fn).lower(*args).compile()
+                jax.block_until_ready(compiled(*args))
+                ms = _median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats)
+                setattr(result, f"{name}_ms", ms)
+                setattr(result, f"{name}_peak_mib", _xla_mib(compiled))
+        except Exception as err:  # noqa: BLE001 - every failure becomes a row
+            result.unavailable = _reason(err)
+        results.append(result)
+    return results
+
+
+def _reason(err):
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+# --- both ---------------------------------------------------------------------------------
+
+
+def _unavailable_rows(cases, dtype, backend, reason):
+    return [Result("CPU:0", direction, tuple(shape), dtype, implementation, runtime,
+                   unavailable=reason)
+            for direction, shape in cases
+            for implementation, runtime, row_backend in ROWS if row_backend == backend]
+
+
+def run(cases, dtype="float32", backend="tensorflow", cpu_only=False, repeats=5):
+    """Measures the rows of `backend` ("tensorflow" or "jax"), which must be the active
+    Keras backend, for `cases`: a list of (direction, shape)."""
+    if importlib.util.find_spec(backend) is None:
+        return _unavailable_rows(cases, dtype, backend, f"{backend} is not installed")
+    if backend == "jax":
+        return _run_jax(cases, dtype, repeats)
+    return _run_tensorflow(cases, dtype, tensorflow_devices(cpu_only), repeats)
+
+
 def format_table(results):
-    header = (f"{'device':<7} {'N,H,W,C,s,k,G':<22} {'dtype':<8} {'impl':<9} "
-              f"{'fwd ms':>9} {'fwd+bwd ms':>11} {'fwd MiB':>9} {'fwd+bwd MiB':>12}")
+    header = (f"{'device':<7} {'direction':<10} {'N,H,W,C,f,k,G':<20} {'dtype':<8} "
+              f"{'impl':<9} {'runtime':<8} {'fwd ms':>9} {'fwd+bwd ms':>11} {'fwd MiB':>9} "
+              f"{'fwd+bwd MiB':>12}")
     lines = [header, "-" * len(header)]
     for r in results:
-        lines.append(
-            f"{r.device:<7} {','.join(map(str, r.shape)):<22} {r.dtype:<8} "
-            f"{r.implementation:<9} {r.forward_ms:>9.2f} {r.forward_backward_ms:>11.2f} "
-            f"{r.forward_peak_mib:>9.1f} {r.forward_backward_peak_mib:>12.1f}")
+        head = (f"{r.device:<7} {r.direction:<10} {','.join(map(str, r.shape)):<20} "
+                f"{r.dtype:<8} {r.implementation:<9} {r.runtime:<8}")
+        if r.unavailable:
+            lines.append(f"{head} unavailable: {r.unavailable}")
+        else:
+            lines.append(f"{head} {r.forward_ms:>9.2f} {r.forward_backward_ms:>11.2f} "
+                         f"{r.forward_peak_mib:>9.1f} {r.forward_backward_peak_mib:>12.1f}")
     by_key = {}
     for r in results:
-        by_key.setdefault((r.device, r.shape, r.dtype), {})[r.implementation] = r
-    for (device, shape, dtype), impls in by_key.items():
-        if "op" in impls and "fallback" in impls:
-            op, fb = impls["op"], impls["fallback"]
-            lines.append(
-                f"{device} {','.join(map(str, shape))} {dtype}: op vs fallback "
-                f"forward {fb.forward_ms / op.forward_ms:.1f}x faster, forward+backward "
-                f"{fb.forward_backward_ms / op.forward_backward_ms:.1f}x faster with "
-                f"{op.forward_backward_peak_mib / max(fb.forward_backward_peak_mib, 1e-9):.2f}x "
-                f"the peak memory")
+        if not r.unavailable:
+            by_key.setdefault((r.device, r.direction, r.shape, r.dtype), {})[
+                (r.implementation, r.runtime)] = r
+    for (device, direction, shape, dtype), rows in by_key.items():
+        fallback = rows.get(("fallback", "TF"))
+        if fallback is None:
+            continue
+        for key in (("op", "TF"), ("portable", "TF XLA"), ("portable", "JAX jit")):
+            if key in rows:
+                r = rows[key]
+                lines.append(
+                    f"{device} {direction} {','.join(map(str, shape))} {dtype}: {key[0]} "
+                    f"({key[1]}) vs fallback: forward {fallback.forward_ms / r.forward_ms:.1f}x"
+                    f" faster, forward+backward "
+                    f"{fallback.forward_backward_ms / r.forward_backward_ms:.1f}x faster")
     return "\n".join(lines)
 
 
 def to_json(results):
     return json.dumps([dataclasses.asdict(r) for r in results], indent=2)
+
+
+def from_json(text):
+    return [Result(**{**row, "shape": tuple(row["shape"])}) for row in json.loads(text)]

@@ -1,5 +1,6 @@
 """The command line: `python -m keras_carafe build | bench`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,20 +35,28 @@ def test_build_failure_prints_the_compiler_message(tmp_path):
     assert "fatal error: the compiler says no" in result.stderr
 
 
-def test_bench_prints_a_table_for_both_implementations(tmp_path):
+def test_bench_prints_every_implementation_side_by_side(tmp_path):
     result = _run(["bench", "--cpu-only", "--repeats", "1", "--shape", "1,4,5,8,2,3,2",
-                   "--json", str(tmp_path / "bench.json")], tmp_path)
+                   "--downsample-shape", "1,5,7,8,2,3,2", "--json",
+                   str(tmp_path / "bench.json")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("CPU:0   1,4,5,8")]
-    assert [row.split()[3] for row in rows] == ["op", "fallback"]
-    assert "op vs fallback forward" in result.stdout
-    assert (tmp_path / "bench.json").is_file()
+    for direction, shape in (("upsample", "1,4,5,8,2,3,2"), ("downsample", "1,5,7,8,2,3,2")):
+        rows = [line.split() for line in result.stdout.splitlines()
+                if line.startswith(f"CPU:0   {direction}") and f" {shape} " in line]
+        assert [(row[4], " ".join(row[5:7]) if row[6] in ("XLA", "jit") else row[5])
+                for row in rows] == [("op", "TF"), ("fallback", "TF"), ("portable", "TF"),
+                                     ("portable", "TF XLA"), ("portable", "JAX jit")]
+        for row in rows:
+            # A time, or the reason the row cannot run here.
+            assert row[-4].replace(".", "").isdigit() or "unavailable:" in row, row
+    assert "upsample 1,4,5,8,2,3,2 float32: op (TF) vs fallback: forward" in result.stdout
+    assert len(json.loads((tmp_path / "bench.json").read_text())) == 10
 
 
 def test_bench_rejects_a_malformed_shape(tmp_path):
     result = _run(["bench", "--shape", "1,2,3"], tmp_path)
     assert result.returncode != 0
-    assert "a shape is N,H,W,C,scale,kernel_size,groups (7 integers >= 1), got '1,2,3'" in result.stderr
+    assert "a shape is N,H,W,C,factor,kernel_size,groups (7 integers >= 1), got '1,2,3'" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["build", "bench", "demo"])

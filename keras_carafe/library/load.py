@@ -4,7 +4,13 @@ import ctypes
 import dataclasses
 import threading
 
-import tensorflow as tf
+try:
+    import tensorflow as tf
+except ModuleNotFoundError as err:
+    raise ModuleNotFoundError(
+        "the compiled CARAFE op needs TensorFlow, which is not installed (pip install "
+        "keras-carafe[cpu]); without it, use implementation='auto' or 'portable'",
+        name=err.name) from err
 
 from keras_carafe.library import build
 
