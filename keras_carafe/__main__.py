@@ -72,6 +72,9 @@ def _bench_in_child(args, backend):
     """Runs `bench --backend backend` in a child process and returns its rows."""
     from keras_carafe import benchmark
 
+    if importlib.util.find_spec(backend) is None:
+        return benchmark.unavailable_rows(_bench_cases(args), args.dtype, backend,
+                                           f"{backend} is not installed")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "rows.json")
         command = [sys.executable, "-m", "keras_carafe", "bench", "--backend", backend,
@@ -86,7 +89,7 @@ def _bench_in_child(args, backend):
             with open(path) as f:
                 return benchmark.from_json(f.read())
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return benchmark._unavailable_rows(_bench_cases(args), args.dtype, backend,
+        return benchmark.unavailable_rows(_bench_cases(args), args.dtype, backend,
                                            f"the {backend} run failed: {tail}")
 
 

@@ -222,7 +222,7 @@ def _reason(err):
 # --- both ---------------------------------------------------------------------------------
 
 
-def _unavailable_rows(cases, dtype, backend, reason):
+def unavailable_rows(cases, dtype, backend, reason):
     return [Result("CPU:0", direction, tuple(shape), dtype, implementation, runtime,
                    unavailable=reason)
             for direction, shape in cases
@@ -233,7 +233,7 @@ def run(cases, dtype="float32", backend="tensorflow", cpu_only=False, repeats=5)
     """Measures the rows of `backend` ("tensorflow" or "jax"), which must be the active
     Keras backend, for `cases`: a list of (direction, shape)."""
     if importlib.util.find_spec(backend) is None:
-        return _unavailable_rows(cases, dtype, backend, f"{backend} is not installed")
+        return unavailable_rows(cases, dtype, backend, f"{backend} is not installed")
     if backend == "jax":
         return _run_jax(cases, dtype, repeats)
     return _run_tensorflow(cases, dtype, tensorflow_devices(cpu_only), repeats)
