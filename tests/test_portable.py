@@ -13,7 +13,7 @@ from carafe_reference import (carafe_downsample_reference, carafe_downsample_ref
                               carafe_reference, carafe_reference_grads,
                               downsample_error_scales, error_scales, random_downsample_inputs,
                               random_inputs)
-from keras_carafe.ops import carafe, carafe_downsample
+from keras_carafe.ops import carafe, carafe_downsample, portable, validation
 from shape_grids import (CASES, DOWNSAMPLE_CASES, DOWNSAMPLE_GRADIENT_CASES, GRADIENT_CASES,
                          case_id)
 
@@ -33,7 +33,26 @@ def direction_case_id(value):
     return value if isinstance(value, str) else case_id(value)
 
 
-def problem(rng, direction, case, dtype):
+# "public": `implementation="portable"` (the backend picks the formulation);
+# the others call one formulation of the portable path directly.
+FORMULATIONS = ("public", "tap_sum", "patch_matmul")
+
+
+def _formulation(direction, factor, k, g, formulation):
+    geometry = (validation.upsampling if direction == "upsample" else validation.downsampling)(
+        factor, k, g)
+
+    def run(f, kk):
+        return portable.reassemble(geometry, f, kk, fused=formulation == "tap_sum")
+
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(run)  # eager JAX would compile each operation on its own
+    return run
+
+
+def problem(rng, direction, case, dtype, formulation="public"):
     fn, reference, reference_grads, make_inputs, scales = DIRECTIONS[direction]
     n, h, w, c, factor, k, g = case
     features, kernels = make_inputs(rng, n, h, w, c, factor, k, g, dtype)
@@ -43,14 +62,19 @@ def problem(rng, direction, case, dtype):
     def run(f, kk):
         return fn(f, kk, factor, k, g, implementation="portable")
 
+    if formulation != "public":
+        run = _formulation(direction, factor, k, g, formulation)
+
     return run, features, kernels, upstream, expected, reference_grads(
         upstream, features, kernels, factor, k, g), scales(features, kernels, upstream,
                                                            factor, k, g)
 
 
+@pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("direction, case", VALUE_CASES, ids=direction_case_id)
-def test_float32_matches_reference(rng, direction, case):
-    run, features, kernels, _, expected, _, _ = problem(rng, direction, case, np.float32)
+def test_float32_matches_reference(rng, direction, case, formulation):
+    run, features, kernels, _, expected, _, _ = problem(rng, direction, case, np.float32,
+                                                        formulation)
     out = run(tensor(features), tensor(kernels))
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     assert tuple(out.shape) == expected.shape
@@ -66,12 +90,13 @@ def test_float64_matches_reference_to_1e_12(rng, direction, case):
         np.testing.assert_allclose(to_float64(out), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype, formulation", [("float32", f) for f in FORMULATIONS]
+                         + [("float64", "public")])
 @pytest.mark.parametrize("direction, case", GRAD_CASES, ids=direction_case_id)
-def test_gradients_match_reference_gradients(rng, direction, case, dtype):
+def test_gradients_match_reference_gradients(rng, direction, case, dtype, formulation):
     with float64_enabled():
         run, features, kernels, upstream, _, expected, _ = problem(rng, direction, case,
-                                                                   np.dtype(dtype))
+                                                                   np.dtype(dtype), formulation)
         _, *grads = value_and_grads(run, features, kernels, upstream)
     tolerance = 2e-5 if dtype == "float32" else 1e-12
     for name, actual, wanted in zip(("features", "kernels"), grads, expected):

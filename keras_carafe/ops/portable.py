@@ -1,17 +1,24 @@
 """The reassembly written with `keras.ops` only: every backend, every exporter.
 
-Formulation (chosen by measurement, see the README's performance section):
-a sum over the `k * k` taps of the zero-padded features, each tap a strided
-slice multiplied by that tap's weights, computed at *cell* resolution (see
-`geometry`): for upsampling every input pixel is combined once with the
-`s * s` kernels of the output pixels that read it, so no tensor at output
-resolution is built until the final pixel shuffle.
+Two formulations, chosen by measurement (README, "Choosing the portable
+formulation"), both at *cell* resolution (see `geometry`): for upsampling
+every input pixel is combined once with the `s * s` kernels of the output
+pixels that read it, so nothing at output resolution is built before the
+final pixel shuffle.
 
-Only pad, strided slice, reshape, rank-5 transpose, multiply, add,
-concatenate and cast are used: no data-dependent control flow, no gather,
-no custom op, no tensor of rank above 5. Under XLA (JAX, or TensorFlow with
-`jit_compile=True`) the tap loop fuses into a few loops over the output;
-gradients come from each backend's autodiff.
+- The tap sum (`fused=True`): a sum over the `k * k` taps of the zero-padded
+  features, each tap a strided slice multiplied by its weights. XLA (JAX,
+  TensorFlow with `jit_compile=True`) fuses it into a few loops over the
+  output; run one operation at a time it makes `k * k` full-size passes.
+- Patches and a matmul (`fused=False`): the `k * k` slices stacked into one
+  patch tensor, then one batched matmul of rank 4 per cell. Faster where
+  operations run one at a time (PyTorch eager, TensorFlow graphs, exported
+  models), at the cost of a patch tensor `k * k` times the features.
+
+Only pad, strided slice, stack, concatenate, reshape, transpose (rank 5 at
+most), multiply, add, matmul and cast are used: no data-dependent control
+flow, no gather, no custom op, no tensor of rank above 5. Gradients come
+from each backend's autodiff.
 """
 
 from keras import ops
@@ -20,16 +27,63 @@ from keras_carafe.ops.pixel_shuffle import depth_to_space, space_to_depth
 from keras_carafe.ops.validation import dtype_name
 
 
-def reassemble(geometry, features, kernels):
-    """The reassembly of `geometry` (already validated) with `keras.ops`."""
+def _windows(padded, geometry):
+    """Yields (tap, window): the features each cell reads at tap `ky * k + kx`, (N, Hc, Wc, C)."""
+    k, stride = geometry.kernel_size, geometry.cell_stride
+    for ky in range(k):
+        # Rows ky, ky + stride, ... of the padded image: `ceil(H / stride)` of
+        # them before the last k - 1 - ky rows, whatever H is.
+        row_end = ky - (k - 1) or None
+        for kx in range(k):
+            col_end = kx - (k - 1) or None
+            yield ky * k + kx, padded[:, ky:row_end:stride, kx:col_end:stride, :]
+
+
+def _tap_sum(padded, weights, geometry, cg):
+    """(N, Hc, Wc, phases, C) from weights (N, Hc, Wc, phases, G*k*k)."""
+    g, taps = geometry.group_size, geometry.taps
+    groups = []
+    # One sum per group on (N, Hc, Wc, phases, C/G): measured faster under XLA
+    # than one sum with a group axis (or a size-1 one).
+    for group in range(g):
+        total = None
+        for tap, window in _windows(padded, geometry):
+            if g > 1:
+                window = window[..., group * cg:(group + 1) * cg]
+            index = group * taps + tap
+            term = weights[..., index:index + 1] * window[:, :, :, None, :]
+            total = term if total is None else total + term
+        groups.append(total)
+    return groups[0] if g == 1 else ops.concatenate(groups, axis=-1)
+
+
+def _patch_matmul(padded, weights, geometry, n, hc, wc, c, cg):
+    """(N*Hc*Wc, phases, C) from weights (N, Hc, Wc, phases, G*k*k)."""
+    g, taps, phases = geometry.group_size, geometry.taps, geometry.phases
+    cells = n * hc * wc
+    patches = ops.stack([window for _, window in _windows(padded, geometry)], axis=3)
+    if g == 1:
+        patches = ops.reshape(patches, (cells, taps, c))
+        return ops.matmul(ops.reshape(weights, (cells, phases, taps)), patches)
+    patches = ops.transpose(ops.reshape(patches, (cells, taps, g, cg)), (0, 2, 1, 3))
+    weights = ops.transpose(ops.reshape(weights, (cells, phases, g, taps)), (0, 2, 1, 3))
+    out = ops.matmul(weights, patches)  # (cells, G, phases, C/G)
+    return ops.transpose(out, (0, 2, 1, 3))
+
+
+def reassemble(geometry, features, kernels, fused=False):
+    """The reassembly of `geometry` (already validated) with `keras.ops`.
+
+    `fused=True` picks the tap sum, for code that XLA compiles; the default,
+    patches and a matmul, suits runtimes that run one operation at a time.
+    """
     dtype = dtype_name(features)
     # 16-bit inputs accumulate in float32, as the compiled op does.
     compute_dtype = "float64" if dtype == "float64" else "float32"
     features = ops.cast(features, compute_dtype)
     kernels = ops.cast(kernels, compute_dtype)
     n, h, w, c = ops.shape(features)
-    k, r, g, taps = geometry.kernel_size, geometry.radius, geometry.group_size, geometry.taps
-    phases, stride = geometry.phases, geometry.cell_stride
+    r, g, stride = geometry.radius, geometry.group_size, geometry.cell_stride
     # Cells per row and column: ceil(H / stride) (sizes may be symbolic).
     hc, wc = (h + stride - 1) // stride, (w + stride - 1) // stride
     cg = c // g
@@ -37,27 +91,15 @@ def reassemble(geometry, features, kernels):
     if geometry.upsampling:
         # Output pixel (h*s + i, w*s + j) is phase i*s + j of cell (h, w).
         kernels = space_to_depth(kernels, geometry.factor)
-    weights = ops.reshape(kernels, (n, hc, wc, phases, g * taps))
+    weights = ops.reshape(kernels, (n, hc, wc, geometry.phases, geometry.kernel_channels))
     padded = ops.pad(features, ((0, 0), (r, r), (r, r), (0, 0)))
-    groups = []
-    # One tap sum per group, each on (N, Hc, Wc, phases, C/G): measured faster
-    # under XLA than one sum with a group axis (or a size-1 one).
-    for group in range(g):
-        channels = slice(group * cg, (group + 1) * cg) if g > 1 else slice(None)
-        total = None
-        for ky in range(k):
-            # Rows ky, ky + stride, ... of the padded image: `ceil(H / stride)`
-            # of them before the last k - 1 - ky rows, whatever H is.
-            row_end = ky - (k - 1) or None
-            for kx in range(k):
-                col_end = kx - (k - 1) or None
-                window = padded[:, ky:row_end:stride, kx:col_end:stride, channels]
-                tap = group * taps + ky * k + kx
-                term = weights[..., tap:tap + 1] * window[:, :, :, None, :]
-                total = term if total is None else total + term
-        groups.append(total)
-    total = groups[0] if g == 1 else ops.concatenate(groups, axis=-1)
-    out = ops.reshape(total, (n, hc, wc, phases * c))
+    # Keras 3.15's matmul computes float64 in float32 on JAX and PyTorch
+    # (its type promotion), so float64 takes the tap sum.
+    if fused or compute_dtype == "float64":
+        out = _tap_sum(padded, weights, geometry, cg)
+    else:
+        out = _patch_matmul(padded, weights, geometry, n, hc, wc, c, cg)
+    out = ops.reshape(out, (n, hc, wc, geometry.phases * c))
     if geometry.upsampling:
         out = depth_to_space(out, geometry.factor)
     return ops.cast(out, dtype)

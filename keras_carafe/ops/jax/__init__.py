@@ -1,8 +1,10 @@
-"""The reassembly on the JAX backend: the portable path, compiled as one XLA function.
+"""The reassembly on the JAX backend: the portable path's tap sum, compiled as one XLA
+function.
 
-Called eagerly, the portable path would dispatch (and compile) its ~100
-operations one at a time; one `jax.jit` per geometry compiles them together
-once per input shape. Inside a caller's own `jax.jit` it is inlined.
+JAX runs everything through XLA, which fuses the tap sum. Called eagerly, it
+would dispatch (and compile) its ~100 operations one at a time; one
+`jax.jit` per geometry compiles them together once per input shape. Inside a
+caller's own `jax.jit` it is inlined.
 """
 
 import functools
@@ -14,7 +16,7 @@ from keras_carafe.ops import portable
 
 @functools.lru_cache(maxsize=None)
 def _compiled(geometry):
-    return jax.jit(functools.partial(portable.reassemble, geometry))
+    return jax.jit(functools.partial(portable.reassemble, geometry, fused=True))
 
 
 def reassemble(geometry, features, kernels):
