@@ -15,8 +15,11 @@ zero. The reassembly is linear in each input, so with an upstream gradient
         = sum over (oh, ow, ky, kx) with oh//s + ky - r = y and ow//s + kx - r = x
           of kernels[n, oh, ow, g*k*k + ky*k + kx] * d[n, oh, ow, c]
 
-`carafe_loops` is the formula spelled out element by element, for checking the
-vectorized versions on tiny inputs.
+The downsampling reassembly of CARAFE++ is the same sum with source pixel
+(oh * stride, ow * stride) and ceil(H / stride) x ceil(W / stride) outputs.
+
+`carafe_loops` and `carafe_downsample_loops` are the formulas spelled out
+element by element, for checking the vectorized versions on tiny inputs.
 """
 
 import numpy as np
@@ -30,57 +33,68 @@ def _geometry(features, kernels, scale_factor, kernel_size, group_size):
     return n, h, w, c, s, k, g, (k - 1) // 2
 
 
-def _shifted_features(features, scale_factor, kernel_size):
-    """Yields (ky, kx, F) with F[n, oh, ow, c] = features[n, oh//s + ky - r, ow//s + kx - r, c]
+def _upsampling_sources(height, width, scale_factor):
+    """Source pixel row / column of every output row / column: oh // s."""
+    return np.arange(height * scale_factor) // scale_factor, np.arange(width * scale_factor) // scale_factor
+
+
+def _downsampling_sources(height, width, stride):
+    """Source pixel row / column of every output row / column: oh * stride,
+    for ceil(H / stride) output rows."""
+    return np.arange(-(-height // stride)) * stride, np.arange(-(-width // stride)) * stride
+
+
+def _shifted(features, src_h, src_w, kernel_size):
+    """Yields (ky, kx, F) with F[n, oh, ow, c] = features[n, src_h[oh] + ky - r, src_w[ow] + kx - r, c]
     (zero outside the image), one array at output resolution per tap."""
     n, h, w, c = features.shape
-    s, k = scale_factor, kernel_size
+    k = kernel_size
     r = (k - 1) // 2
     padded = np.zeros((n, h + 2 * r, w + 2 * r, c), np.float64)
     padded[:, r:r + h, r:r + w] = features
-    # Row oh of the output reads padded row oh//s + ky (the pad shifts by r).
-    src_h = np.arange(h * s) // s
-    src_w = np.arange(w * s) // s
+    # The pad shifts every index by r, so tap ky reads padded row src + ky.
     for ky in range(k):
         rows = padded[:, src_h + ky]
         for kx in range(k):
             yield ky, kx, rows[:, :, src_w + kx]
 
 
-def carafe_reference(features, kernels, scale_factor, kernel_size, group_size):
-    """Float64 reassembly of `features` (N, H, W, C) with `kernels` (N, H*s, W*s, G*k*k)."""
+def _reassemble(features, kernels, src_h, src_w, kernel_size, group_size):
     features = np.asarray(features, np.float64)
     kernels = np.asarray(kernels, np.float64)
-    n, h, w, c, s, k, g, _ = _geometry(features, kernels, scale_factor, kernel_size, group_size)
-    weights = kernels.reshape(n, h * s, w * s, g, k, k)
-    out = np.zeros((n, h * s, w * s, g, c // g), np.float64)
-    for ky, kx, shifted in _shifted_features(features, s, k):
-        out += weights[..., ky, kx, None] * shifted.reshape(n, h * s, w * s, g, c // g)
-    return out.reshape(n, h * s, w * s, c)
+    n, _, _, c = features.shape
+    k, g = kernel_size, group_size
+    oh, ow = len(src_h), len(src_w)
+    assert c % g == 0, (c, g)
+    assert kernels.shape == (n, oh, ow, g * k * k), (kernels.shape, features.shape)
+    weights = kernels.reshape(n, oh, ow, g, k, k)
+    out = np.zeros((n, oh, ow, g, c // g), np.float64)
+    for ky, kx, shifted in _shifted(features, src_h, src_w, k):
+        out += weights[..., ky, kx, None] * shifted.reshape(n, oh, ow, g, c // g)
+    return out.reshape(n, oh, ow, c)
 
 
-def carafe_reference_grads(grad_output, features, kernels, scale_factor, kernel_size,
-                           group_size):
-    """Returns (d loss / d features, d loss / d kernels) for upstream gradient `grad_output`."""
+def _reassemble_grads(grad_output, features, kernels, src_h, src_w, kernel_size, group_size):
     grad_output = np.asarray(grad_output, np.float64)
     features = np.asarray(features, np.float64)
     kernels = np.asarray(kernels, np.float64)
-    n, h, w, c, s, k, g, r = _geometry(features, kernels, scale_factor, kernel_size, group_size)
-    assert grad_output.shape == (n, h * s, w * s, c), grad_output.shape
-    d = grad_output.reshape(n, h * s, w * s, g, c // g)
-    weights = kernels.reshape(n, h * s, w * s, g, k, k)
+    n, h, w, c = features.shape
+    k, g = kernel_size, group_size
+    r = (k - 1) // 2
+    oh, ow = len(src_h), len(src_w)
+    assert kernels.shape == (n, oh, ow, g * k * k), (kernels.shape, features.shape)
+    assert grad_output.shape == (n, oh, ow, c), grad_output.shape
+    d = grad_output.reshape(n, oh, ow, g, c // g)
+    weights = kernels.reshape(n, oh, ow, g, k, k)
 
-    grad_kernels = np.zeros((n, h * s, w * s, g, k, k), np.float64)
-    for ky, kx, shifted in _shifted_features(features, s, k):
-        grad_kernels[..., ky, kx] = np.sum(
-            d * shifted.reshape(n, h * s, w * s, g, c // g), axis=-1)
+    grad_kernels = np.zeros((n, oh, ow, g, k, k), np.float64)
+    for ky, kx, shifted in _shifted(features, src_h, src_w, k):
+        grad_kernels[..., ky, kx] = np.sum(d * shifted.reshape(n, oh, ow, g, c // g), axis=-1)
 
     # Scatter every output pixel's contribution onto the (padded) feature
     # pixel it read; contributions landing in the padding read zeros in the
     # forward pass and are dropped with it.
     grad_padded = np.zeros((n, h + 2 * r, w + 2 * r, g, c // g), np.float64)
-    src_h = np.arange(h * s) // s
-    src_w = np.arange(w * s) // s
     for ky in range(k):
         for kx in range(k):
             contribution = weights[..., ky, kx, None] * d
@@ -89,6 +103,41 @@ def carafe_reference_grads(grad_output, features, kernels, scale_factor, kernel_
                       contribution)
     grad_features = grad_padded[:, r:r + h, r:r + w].reshape(n, h, w, c)
     return grad_features, grad_kernels.reshape(kernels.shape)
+
+
+def carafe_reference(features, kernels, scale_factor, kernel_size, group_size):
+    """Float64 reassembly of `features` (N, H, W, C) with `kernels` (N, H*s, W*s, G*k*k)."""
+    _, h, w, _ = np.shape(features)
+    return _reassemble(features, kernels, *_upsampling_sources(h, w, scale_factor),
+                       kernel_size, group_size)
+
+
+def carafe_reference_grads(grad_output, features, kernels, scale_factor, kernel_size,
+                           group_size):
+    """Returns (d loss / d features, d loss / d kernels) for upstream gradient `grad_output`."""
+    _, h, w, _ = np.shape(features)
+    return _reassemble_grads(grad_output, features, kernels,
+                             *_upsampling_sources(h, w, scale_factor), kernel_size, group_size)
+
+
+def carafe_downsample_reference(features, kernels, stride, kernel_size, group_size):
+    """Float64 downsampling reassembly (CARAFE++) of `features` (N, H, W, C) with
+    `kernels` (N, ceil(H/stride), ceil(W/stride), G*k*k):
+
+        out[n, oh, ow, c] = sum_{ky, kx} kernels[n, oh, ow, g*k*k + ky*k + kx]
+                            * features[n, oh*stride + ky - r, ow*stride + kx - r, c]
+    """
+    _, h, w, _ = np.shape(features)
+    return _reassemble(features, kernels, *_downsampling_sources(h, w, stride),
+                       kernel_size, group_size)
+
+
+def carafe_downsample_reference_grads(grad_output, features, kernels, stride, kernel_size,
+                                      group_size):
+    """(d loss / d features, d loss / d kernels) of the downsampling reassembly."""
+    _, h, w, _ = np.shape(features)
+    return _reassemble_grads(grad_output, features, kernels,
+                             *_downsampling_sources(h, w, stride), kernel_size, group_size)
 
 
 def carafe_loops(features, kernels, scale_factor, kernel_size, group_size):
@@ -113,12 +162,46 @@ def carafe_loops(features, kernels, scale_factor, kernel_size, group_size):
     return out
 
 
+def carafe_downsample_loops(features, kernels, stride, kernel_size, group_size):
+    """The downsampling formula, one output element at a time (tiny inputs only)."""
+    features = np.asarray(features, np.float64)
+    kernels = np.asarray(kernels, np.float64)
+    n, h, w, c = features.shape
+    k, g, r = kernel_size, group_size, (kernel_size - 1) // 2
+    oh_count, ow_count = -(-h // stride), -(-w // stride)
+    out = np.zeros((n, oh_count, ow_count, c), np.float64)
+    for b in range(n):
+        for oh in range(oh_count):
+            for ow in range(ow_count):
+                for ch in range(c):
+                    grp = ch // (c // g)
+                    total = 0.0
+                    for ky in range(k):
+                        for kx in range(k):
+                            y, x = oh * stride + ky - r, ow * stride + kx - r
+                            if 0 <= y < h and 0 <= x < w:
+                                total += (kernels[b, oh, ow, grp * k * k + ky * k + kx]
+                                          * features[b, y, x, ch])
+                    out[b, oh, ow, ch] = total
+    return out
+
+
 def random_inputs(rng, batch, height, width, channels, scale_factor, kernel_size, group_size,
                   dtype=np.float32):
     """Features and kernels uniform in [-1, 1) for the given problem, in `dtype`."""
     s, k = scale_factor, kernel_size
     features = rng.uniform(-1.0, 1.0, (batch, height, width, channels))
     kernels = rng.uniform(-1.0, 1.0, (batch, height * s, width * s, group_size * k * k))
+    return features.astype(dtype), kernels.astype(dtype)
+
+
+def random_downsample_inputs(rng, batch, height, width, channels, stride, kernel_size,
+                             group_size, dtype=np.float32):
+    """Features and kernels uniform in [-1, 1) for a downsampling problem, in `dtype`."""
+    k = kernel_size
+    features = rng.uniform(-1.0, 1.0, (batch, height, width, channels))
+    kernels = rng.uniform(-1.0, 1.0, (batch, -(-height // stride), -(-width // stride),
+                                      group_size * k * k))
     return features.astype(dtype), kernels.astype(dtype)
 
 
@@ -137,3 +220,10 @@ def error_scales(features, kernels, upstream, scale_factor, kernel_size, group_s
     f, k, d = np.abs(features), np.abs(kernels), np.abs(upstream)
     return (carafe_reference(f, k, scale_factor, kernel_size, group_size),
             *carafe_reference_grads(d, f, k, scale_factor, kernel_size, group_size))
+
+
+def downsample_error_scales(features, kernels, upstream, stride, kernel_size, group_size):
+    """`error_scales` of the downsampling reassembly."""
+    f, k, d = np.abs(features), np.abs(kernels), np.abs(upstream)
+    return (carafe_downsample_reference(f, k, stride, kernel_size, group_size),
+            *carafe_downsample_reference_grads(d, f, k, stride, kernel_size, group_size))
