@@ -199,8 +199,9 @@ class CARAFE(keras.layers.Layer):
         shape = tf.shape(logits)
         taps = self.kernel_size * self.kernel_size
         grouped = tf.reshape(logits, [shape[0], shape[1], shape[2], self.group_size, taps])
-        # float32 softmax: float16 exponentials of the logits lose the small weights.
-        weights = tf.nn.softmax(tf.cast(grouped, tf.float32), axis=-1)
+        # At least float32: 16-bit exponentials of the logits lose the small weights.
+        softmax_dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
+        weights = tf.nn.softmax(tf.cast(grouped, softmax_dtype), axis=-1)
         return tf.cast(tf.reshape(weights, shape), x.dtype)
 
     def call(self, inputs):
