@@ -1,13 +1,12 @@
-"""Loads the compiled reassembly op once per process and registers its gradient."""
+"""Loads the compiled op library once per process and registers its gradients."""
 
 import ctypes
 import dataclasses
-import json
 import threading
 
 import tensorflow as tf
 
-from keras_carafe.library import build
+from keras_carafe.library import build, cuda_probe, gradients
 
 _lock = threading.Lock()
 _loaded = None
@@ -22,49 +21,37 @@ class OpUnavailableError(RuntimeError):
 class LoadedLibrary:
     module: object
     report: build.BuildReport
+    # Whether the CUDA kernels can run on every visible GPU, and a message
+    # saying so ("ok: ...") or naming what is missing.
+    cuda_usable: bool
     cuda_status: str
+    # What the library's CUDA probe reported; None when it could not be read.
+    cuda: object = None
 
-    @property
-    def cuda_usable(self):
-        return self.cuda_status.startswith("ok")
-
-
-def _register_gradients(module):
-    def gradient(grad_op, factor):
-        def reassemble_grad(op, grad):
-            return grad_op(
-                grad,
-                op.inputs[0],
-                op.inputs[1],
-                kernel_size=op.get_attr("kernel_size"),
-                group_size=op.get_attr("group_size"),
-                **{factor: op.get_attr(factor)},
-            )
-        return reassemble_grad
-
-    for op_type, grad_op, factor in (
-        ("KerasCarafeReassemble", module.keras_carafe_reassemble_grad, "scale_factor"),
-        ("KerasCarafeDownsample", module.keras_carafe_downsample_grad, "stride"),
-    ):
-        try:
-            tf.RegisterGradient(op_type)(gradient(grad_op, factor))
-        except KeyError:
-            pass  # A reloaded package module; the first registration stands.
+    def require_cuda(self):
+        """Raises OpUnavailableError with `cuda_status` unless the CUDA kernels can run."""
+        if not self.cuda_usable:
+            raise OpUnavailableError(f"the op's CUDA kernels cannot run: {self.cuda_status}")
 
 
-def _cuda_status(path):
-    """"ok: ..." when the CUDA kernels can run on every visible GPU, else why not."""
-    handle = ctypes.CDLL(path)
-    handle.keras_carafe_cuda_probe.restype = ctypes.c_char_p
-    probe = json.loads(handle.keras_carafe_cuda_probe().decode())
-    if not probe["built"]:
-        return "CUDA kernels not built"
-    if probe["driver_error"] or probe["device_error"]:
-        return probe["driver_error"] or probe["device_error"]
-    unusable = [d for d in probe["devices"] if not d["kernel_image"]]
-    if unusable:
-        return "; ".join(f"GPU {d['index']} ({d['name']}): {d['error']}" for d in unusable)
-    return f"ok: {probe['device_count']} device(s)"
+def _call_string_function(handle, name):
+    function = getattr(handle, name)
+    function.restype = ctypes.c_char_p
+    function.argtypes = []
+    return function().decode("utf-8", "replace")
+
+
+def assess_cuda(path, report):
+    """(usable, status message, CudaProbe or None) for the library at `path`."""
+    try:
+        handle = ctypes.CDLL(path)
+        probe = cuda_probe.CudaProbe.from_json(
+            _call_string_function(handle, "keras_carafe_cuda_probe"))
+    except (OSError, AttributeError, ValueError) as err:
+        return False, f"the library's CUDA probe could not be read: {err}", None
+    reason = report.cuda_skipped.splitlines()[0].rstrip(":") if report.cuda_skipped else ""
+    verdict = cuda_probe.assess(probe, not_built_reason=reason)
+    return verdict.usable, verdict.message, probe
 
 
 def load():
@@ -82,10 +69,11 @@ def load():
         try:
             report = build.ensure_built()
             module = tf.load_op_library(report.library)
-            cuda_status = _cuda_status(report.library)
         except (build.BuildError, OSError, tf.errors.OpError, ValueError) as err:
             _failure = f"{type(err).__name__}: {err}"
             raise OpUnavailableError(_failure) from err
-        _register_gradients(module)
-        _loaded = LoadedLibrary(module=module, report=report, cuda_status=cuda_status)
+        usable, status, probe = assess_cuda(report.library, report)
+        gradients.register(module)
+        _loaded = LoadedLibrary(module=module, report=report, cuda_usable=usable,
+                                cuda_status=status, cuda=probe)
         return _loaded
