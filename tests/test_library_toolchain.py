@@ -43,9 +43,9 @@ def test_architecture_specific_variants_in_the_listing_are_left_out():
     assert toolchain.parse_gpu_archs("compute_90\ncompute_90a\ncompute_100f\n") == (90,)
 
 
-def test_default_architectures_are_every_supported_one_from_sm_60():
+def test_default_architectures_are_one_per_generation_from_sm_60():
     assert toolchain.select_architectures(toolchain.parse_gpu_archs(LIST_CUDA_12)) == (
-        60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 120)
+        60, 70, 75, 80, 86, 90, 100, 120)
 
 
 def test_cuda_13_cannot_build_for_pascal_or_volta():
@@ -128,7 +128,7 @@ def test_toolkit_of_tensorflows_cuda_major_version_is_preferred():
 def test_explanation_lists_every_candidate_with_its_version():
     text = "\n".join(toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5.1").explanation)
     assert "/opt/cuda-13.0/bin/nvcc: CUDA 13.0, SASS for sm_75, sm_80" in text
-    assert "/opt/cuda-12.8/bin/nvcc: CUDA 12.8, SASS for sm_60, sm_61" in text
+    assert "/opt/cuda-12.8/bin/nvcc: CUDA 12.8, SASS for sm_60, sm_70" in text
 
 
 def test_first_usable_toolkit_is_taken_when_tensorflow_names_no_cuda_version():
@@ -222,8 +222,7 @@ def test_discovery_runs_each_nvcc_and_picks_the_matching_major(monkeypatch, tmp_
     assert choice.toolkit.include_dirs == (str(tmp_path / "cuda-12.8" / "include"),)
     assert choice.toolkit.runtime_link_args[0] == str(
         tmp_path / "cuda-12.8" / "lib64" / "libcudart_static.a")
-    assert choice.toolkit.architectures == (60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90, 100,
-                                            101, 120)
+    assert choice.toolkit.architectures == (60, 70, 75, 80, 86, 90, 100, 120)
     # Each nvcc is considered once, however often the search finds it.
     assert sum(str(newer) in line for line in choice.explanation) == 1
 

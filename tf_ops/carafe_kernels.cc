@@ -8,9 +8,6 @@
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/threadpool.h"
 
-#ifdef KERAS_CARAFE_WITH_CUDA
-#include "xla/stream_executor/stream.h"
-#endif
 
 namespace keras_carafe {
 
@@ -124,8 +121,12 @@ struct Launch<CpuDevice, T> {
 };
 
 #ifdef KERAS_CARAFE_WITH_CUDA
+// TensorFlow's CUDA stream for this op, through the Eigen GPU device that
+// OpKernelContext has exposed to custom ops since TensorFlow 1.x (the build
+// defines EIGEN_USE_GPU for this file), rather than StreamExecutor
+// internals that move between releases.
 void* CudaStream(OpKernelContext* ctx) {
-  return ctx->op_device_context()->stream()->platform_specific_handle().stream;
+  return ctx->eigen_device<Eigen::GpuDevice>().stream();
 }
 
 Status CudaResult(const char* error) {

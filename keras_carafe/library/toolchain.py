@@ -9,11 +9,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-# Real code (SASS) is built for every architecture from compute capability 6.0
-# up that the chosen nvcc can target, plus PTX of the lowest built one, which
-# the driver JIT-compiles for any later GPU. 6.0 is the oldest architecture in
-# TensorFlow's own GPU builds; CUDA 13 compilers start at 7.5.
+# Real code (SASS) is built for one architecture per GPU generation from
+# compute capability 6.0 up (where the chosen nvcc can target it), plus PTX of
+# the lowest built one. A GPU without its own SASS runs that of the closest
+# lower architecture of its major version (CUDA's binary compatibility: sm_80
+# code runs on 8.7 and 8.9, sm_100 on 10.3, sm_120 on 12.1), or else the
+# driver JIT-compiles the PTX (e.g. 11.0). 6.0 is the oldest architecture in
+# TensorFlow's own GPU builds; CUDA 13 compilers start at 7.5. Each
+# architecture adds about 8 s to a 2-core build.
 LOWEST_ARCH = 60
+DEFAULT_ARCHS = (60, 70, 75, 80, 86, 90, 100, 120)
 
 CUDA_ARCHS_ENV = "KERAS_CARAFE_CUDA_ARCHS"
 NO_CUDA_ENV = "KERAS_CARAFE_NO_CUDA"
@@ -224,11 +229,9 @@ def parse_gpu_archs(listing):
 
 
 def select_architectures(supported, requested=None):
-    """The SASS architectures to build: `requested` (explicit) or every supported one
-    from LOWEST_ARCH up, in both cases only those that nvcc supports."""
-    if requested:
-        return tuple(a for a in sorted(set(requested)) if a in supported)
-    return tuple(a for a in supported if a >= LOWEST_ARCH)
+    """The SASS architectures to build: `requested` (explicit) or DEFAULT_ARCHS, in
+    both cases only those that nvcc supports."""
+    return tuple(a for a in sorted(set(requested or DEFAULT_ARCHS)) if a in supported)
 
 
 def requested_architectures():
