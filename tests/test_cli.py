@@ -22,6 +22,7 @@ def test_build_reports_what_where_and_how_long(tmp_path):
     assert "built CPU kernels only (CUDA skipped: KERAS_CARAFE_NO_CUDA is set)" in out
     assert f"library:    {tmp_path / 'cache'}" in out
     assert "build time:" in out
+    assert "CUDA toolkit: none; KERAS_CARAFE_NO_CUDA is set" in out
     assert "CUDA at run time: CUDA kernels not built" in out
 
 

@@ -34,6 +34,18 @@ def test_softmax_runs_in_float32(policy):
     assert softmaxes[0].get_attr("T") == tf.float32
 
 
+def test_float64_layer_keeps_float64_kernels(rng):
+    layer = CARAFE(2, 3, compressed_channels=4, dtype="float64",
+                   encoder_kernel_initializer="glorot_uniform")
+    x = rng.standard_normal((1, 4, 4, 8))
+    fn = tf.function(layer).get_concrete_function(tf.TensorSpec(x.shape, tf.float64))
+    softmaxes = [op for op in fn.graph.get_operations() if op.type == "Softmax"]
+    assert [op.get_attr("T") for op in softmaxes] == [tf.float64]
+    kernels = layer.compute_kernels(x).numpy()
+    assert kernels.dtype == np.float64
+    np.testing.assert_allclose(kernels.sum(axis=(-2, -1)), 1.0, rtol=0, atol=1e-12)
+
+
 def test_output_agrees_with_float32(rng, policy):
     x = rng.standard_normal((2, 6, 5, 8)).astype("float32")
     low = CARAFE(2, 5, compressed_channels=8, encoder_kernel_initializer="glorot_uniform")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from keras_carafe.library import build
+from keras_carafe.library import build, toolchain
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,3 +235,156 @@ def test_concurrent_forced_builds_all_succeed_and_publish_one_loadable_library(t
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().splitlines()[-1] == "[1, 4, 4, 1] 16.0"
+
+
+def test_a_failure_older_than_the_retry_period_is_retried(tmp_cache, failing_compiler):
+    with pytest.raises(build.BuildError):
+        build.ensure_built()
+    commands_run = len(failing_compiler)
+    log = build.make_plan().folder() / build.FAILURE_NAME
+    expired = log.stat().st_mtime - build.FAILURE_RETRY_SECONDS - 1
+    os.utime(log, (expired, expired))
+    with pytest.raises(build.BuildError, match="simulated compiler failure") as raised:
+        build.ensure_built()
+    assert "an earlier build failed" not in str(raised.value)
+    assert len(failing_compiler) > commands_run
+
+
+def test_a_failure_is_retried_at_once_for_another_tensorflow(tmp_cache, failing_compiler,
+                                                             monkeypatch):
+    with pytest.raises(build.BuildError):
+        build.ensure_built()
+    commands_run = len(failing_compiler)
+    version, compile_flags, link_flags = toolchain.tensorflow_flags()
+    monkeypatch.setattr(toolchain, "tensorflow_flags",
+                        lambda: ("2.99.0", compile_flags, link_flags))
+    with pytest.raises(build.BuildError, match="simulated compiler failure") as raised:
+        build.ensure_built()
+    assert "an earlier build failed" not in str(raised.value)
+    assert len(failing_compiler) > commands_run
+
+
+# --- CUDA parts that fail to compile (fake toolkit, simulated compilers) -----------------
+
+FAKE_TOOLKIT = toolchain.CudaToolkit(
+    nvcc=Path("/opt/fake-cuda/bin/nvcc"),
+    version="Cuda compilation tools, release 12.8, V12.8.93",
+    release=(12, 8),
+    include_dirs=("/opt/fake-cuda/include",),
+    runtime_link_args=("/opt/fake-cuda/lib64/libcudart_static.a", "-ldl"),
+    architectures=(60, 70, 80, 90),
+)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch, tmp_cache):
+    """Plans that build with FAKE_TOOLKIT."""
+    choice = toolchain.ToolkitChoice(FAKE_TOOLKIT, "", (
+        "CUDA toolkit: /opt/fake-cuda/bin/nvcc (CUDA 12.8)", "  why: the only candidate"))
+    monkeypatch.setattr(toolchain, "find_cuda_toolkit", lambda: choice)
+    return FAKE_TOOLKIT
+
+
+class SimulatedCompilers(list):
+    """The commands run by compilers that write empty outputs, or fail where
+    `failing(command)` says so."""
+
+    def __init__(self):
+        super().__init__()
+        self.failing = lambda command: False
+
+    def run(self, command, log):
+        self.append(command)
+        log.append("$ " + " ".join(command))
+        if self.failing(command):
+            log.append("error: simulated failure of this compile")
+            return False
+        Path(command[command.index("-o") + 1]).write_bytes(b"")
+        return True
+
+
+@pytest.fixture
+def simulated_compilers(monkeypatch):
+    compilers = SimulatedCompilers()
+    monkeypatch.setattr(build, "_run", compilers.run)
+    return compilers
+
+
+def is_cuda_glue(command):
+    return "-DKERAS_CARAFE_WITH_CUDA" in command and str(command[0]) != str(FAKE_TOOLKIT.nvcc)
+
+
+def is_nvcc(command):
+    return command[0] == str(FAKE_TOOLKIT.nvcc)
+
+
+def glue_compiles(commands):
+    return [c for c in commands if any(str(a).endswith("carafe_kernels.cc") for a in c)]
+
+
+def link_command(commands):
+    return next(c for c in commands if "-shared" in c)
+
+
+def test_cuda_build_compiles_the_glue_with_cuda_flags_and_nvcc_per_architecture(
+        fake_cuda, simulated_compilers):
+    report = build.ensure_built()
+    assert report.cuda_architectures == ["sm_60", "sm_70", "sm_80", "sm_90", "compute_60"]
+    glue, = glue_compiles(simulated_compilers)
+    for flag in ("-DKERAS_CARAFE_WITH_CUDA", "-DGOOGLE_CUDA=1", "-DEIGEN_USE_GPU",
+                 "-I/opt/fake-cuda/include"):
+        assert flag in glue
+    nvcc = next(c for c in simulated_compilers if is_nvcc(c))
+    assert nvcc.count("-gencode") == 5
+    assert "arch=compute_60,code=compute_60" in nvcc
+    assert not any(a.startswith(("-std", "--std")) for a in nvcc)
+    link = link_command(simulated_compilers)
+    assert any(Path(a).name == "cuda.o" for a in link)
+    assert "/opt/fake-cuda/lib64/libcudart_static.a" in link
+
+
+def test_report_says_which_toolkit_was_chosen_and_why(fake_cuda, simulated_compilers):
+    text = build.ensure_built().describe()
+    assert "CUDA toolkit: /opt/fake-cuda/bin/nvcc (CUDA 12.8)" in text
+    assert "why: the only candidate" in text
+
+
+def test_cuda_glue_that_fails_to_compile_gives_a_cpu_only_build_that_says_so(
+        fake_cuda, simulated_compilers):
+    simulated_compilers.failing = is_cuda_glue
+    report = build.ensure_built()
+    assert report.cuda_architectures == []
+    assert report.cuda_skipped.startswith(
+        "the TensorFlow glue with CUDA enabled (carafe_kernels.cc) failed to compile")
+    assert "simulated failure of this compile" in report.cuda_skipped
+    assert "CPU kernels only (CUDA skipped: the TensorFlow glue" in report.describe()
+    first, second = glue_compiles(simulated_compilers)
+    assert "-DKERAS_CARAFE_WITH_CUDA" in first
+    assert not any(a.startswith(("-DKERAS_CARAFE_WITH_CUDA", "-DGOOGLE_CUDA", "-DEIGEN_USE_GPU"))
+                   for a in second)
+    link = link_command(simulated_compilers)
+    assert not any(Path(a).name == "cuda.o" for a in link)
+    assert "/opt/fake-cuda/lib64/libcudart_static.a" not in link
+
+
+def test_nvcc_that_fails_gives_a_cpu_only_build_that_says_so(fake_cuda, simulated_compilers):
+    simulated_compilers.failing = is_nvcc
+    report = build.ensure_built()
+    assert report.cuda_architectures == []
+    assert report.cuda_skipped.startswith("nvcc failed:")
+    assert "-DKERAS_CARAFE_WITH_CUDA" not in glue_compiles(simulated_compilers)[-1]
+
+
+def test_glue_that_fails_with_and_without_cuda_is_a_build_error(fake_cuda, simulated_compilers):
+    simulated_compilers.failing = lambda c: bool(glue_compiles([c]))
+    with pytest.raises(build.BuildError, match="simulated failure of this compile"):
+        build.ensure_built()
+    assert len(glue_compiles(simulated_compilers)) == 2
+
+
+def test_cache_folder_changes_with_the_cuda_architectures_and_glue_flags(fake_cuda):
+    plan = build.make_plan()
+    fewer = dataclasses.replace(
+        plan, cuda=dataclasses.replace(FAKE_TOOLKIT, architectures=(80, 90)))
+    other_glue = dataclasses.replace(plan, cuda_glue_flags=plan.cuda_glue_flags + ("-DX",))
+    assert len({plan.folder(), fewer.folder(), other_glue.folder()}) == 3

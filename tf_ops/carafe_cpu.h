@@ -172,7 +172,7 @@ void Forward(const CarafeGeometry& g, const T* features, const T* kernels, T* ou
     const int64_t ow = p % out_w;
     const int64_t oh = (p / out_w) % out_h;
     const int64_t n = p / (out_w * out_h);
-    const int64_t ih = oh / g.scale, iw = ow / g.scale;
+    const int64_t ih = g.centre_of_output(oh), iw = g.centre_of_output(ow);
     int64_t ky0, ky1, kx0, kx1;
     ValidTaps(ih, r, k, g.in_h, &ky0, &ky1);
     ValidTaps(iw, r, k, g.in_w, &kx0, &kx1);
@@ -204,7 +204,7 @@ void BackwardKernels(const CarafeGeometry& g, const T* grad_output,
     const int64_t ow = p % out_w;
     const int64_t oh = (p / out_w) % out_h;
     const int64_t n = p / (out_w * out_h);
-    const int64_t ih = oh / g.scale, iw = ow / g.scale;
+    const int64_t ih = g.centre_of_output(oh), iw = g.centre_of_output(ow);
     const T* dout = grad_output + p * g.channels;
     T* dk = grad_kernels + p * g.kernel_channels();
     for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -226,14 +226,15 @@ void BackwardKernels(const CarafeGeometry& g, const T* grad_output,
 }
 
 // d loss / d features for input pixels [pixel_begin, pixel_end): input pixel
-// (y, x) is read through tap (ky, kx) by the s*s output pixels whose source
-// pixel is (y - ky + r, x - kx + r).
+// (y, x) is read through tap (ky, kx) by the s*s output pixels of the cell
+// centred on (y - ky + r, x - kx + r), where such a cell exists.
 template <typename T, typename Acc>
 void BackwardFeatures(const CarafeGeometry& g, const T* grad_output, const T* kernels,
                       T* grad_features, int64_t pixel_begin, int64_t pixel_end,
                       TapScratch<T, Acc>* scratch) {
   const int64_t out_w = g.out_w(), out_h = g.out_h(), s = g.scale;
-  const int64_t k = g.kernel_size, r = g.radius(), taps = g.taps();
+  const int64_t cells_h = g.cells_h(), cells_w = g.cells_w();
+  const int64_t k = g.kernel_size, taps = g.taps();
   const int64_t cg = g.group_channels();
   Acc* weights = scratch->weights.data();
   const T** rows = scratch->rows.data();
@@ -241,19 +242,17 @@ void BackwardFeatures(const CarafeGeometry& g, const T* grad_output, const T* ke
     const int64_t x = p % g.in_w;
     const int64_t y = (p / g.in_w) % g.in_h;
     const int64_t n = p / (g.in_w * g.in_h);
-    // Source pixel sy = y - ky + r must lie in [0, in_h).
-    int64_t ky0, ky1, kx0, kx1;
-    ValidTaps(g.in_h - 1 - y, r, k, g.in_h, &ky0, &ky1);
-    ValidTaps(g.in_w - 1 - x, r, k, g.in_w, &kx0, &kx1);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       int64_t count = 0;
-      for (int64_t ky = ky0; ky < ky1; ++ky) {
-        const int64_t sy = y - ky + r;
-        for (int64_t kx = kx0; kx < kx1; ++kx) {
-          const int64_t sx = x - kx + r;
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t cy = g.cell_reading(y, ky, cells_h);
+        if (cy < 0) continue;
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const int64_t cx = g.cell_reading(x, kx, cells_w);
+          if (cx < 0) continue;
           for (int64_t dy = 0; dy < s; ++dy) {
             for (int64_t dx = 0; dx < s; ++dx, ++count) {
-              const int64_t q = (n * out_h + sy * s + dy) * out_w + sx * s + dx;
+              const int64_t q = (n * out_h + cy * s + dy) * out_w + cx * s + dx;
               weights[count] =
                   static_cast<Acc>(kernels[q * g.kernel_channels() + grp * taps + ky * k + kx]);
               rows[count] = grad_output + q * g.channels + grp * cg;

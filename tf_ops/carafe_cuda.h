@@ -1,8 +1,11 @@
-// CUDA launchers of the CARAFE reassembly, callable without CUDA headers.
+// CUDA launchers of the CARAFE reassembly (both directions), callable without
+// CUDA headers.
 //
 // Pointers are device pointers of the element type named by `kind`; `stream`
-// is a cudaStream_t. Each launcher returns nullptr on success or a static
-// message describing the CUDA error of the launch.
+// is a cudaStream_t. Each launcher returns nullptr on success, or a static
+// message: an invalid geometry, or the CUDA error of the launch. Every output
+// element is written by exactly one thread that sums in a fixed order, so
+// results do not depend on scheduling.
 #ifndef KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
 #define KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
 
@@ -11,26 +14,32 @@
 namespace keras_carafe {
 namespace cuda {
 
-const char* Forward(ScalarKind kind, const CarafeGeometry& geometry,
-                    const void* features, const void* kernels, void* output,
-                    void* stream);
+const char* Forward(ScalarKind kind, const CarafeGeometry& geometry, const void* features,
+                    const void* kernels, void* output, void* stream);
 
-// Writes both gradients; each output element is written by one thread, so the
-// result does not depend on scheduling.
-const char* Backward(ScalarKind kind, const CarafeGeometry& geometry,
-                     const void* grad_output, const void* features,
-                     const void* kernels, void* grad_features,
-                     void* grad_kernels, void* stream);
+// d loss / d features from the upstream gradient and the kernels.
+const char* BackwardFeatures(ScalarKind kind, const CarafeGeometry& geometry,
+                             const void* grad_output, const void* kernels,
+                             void* grad_features, void* stream);
+
+// d loss / d kernels from the upstream gradient and the features.
+const char* BackwardKernels(ScalarKind kind, const CarafeGeometry& geometry,
+                            const void* grad_output, const void* features, void* grad_kernels,
+                            void* stream);
 
 }  // namespace cuda
 }  // namespace keras_carafe
 
 extern "C" {
-// Runtime state of the CUDA kernels in this library: "ok: <n> device(s), ..."
-// or the reason they cannot run here (no driver, no device, old driver).
-const char* keras_carafe_cuda_status();
-// Architectures the kernels were compiled for, e.g. "sm_80,sm_90,compute_90".
-const char* keras_carafe_cuda_architectures();
+// What the CUDA runtime says about this library on this machine, as JSON:
+// {"built": true, "architectures": [...], "runtime": 12050, "driver": 12040,
+//  "driver_error": "", "device_count": 1, "device_error": "",
+//  "devices": [{"index": 0, "name": "...", "compute_capability": [9, 0],
+//               "kernel_image": true, "error": ""}]}
+// kernel_image says whether a kernel of this library can run on that device
+// (machine code for it, or PTX its driver can compile). Libraries built
+// without CUDA return {"built": false}.
+const char* keras_carafe_cuda_probe();
 }
 
 #endif  // KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_

@@ -1,14 +1,21 @@
-// Sizes of one CARAFE reassembly problem, shared by the CPU and CUDA kernels.
+// Sizes of one CARAFE reassembly problem, shared by the CPU and CUDA kernels
+// of both directions.
 //
 // Layout contract (channels-last):
 //   features: (batch, in_h, in_w, channels)
-//   kernels:  (batch, in_h * scale, in_w * scale, groups * kernel_size^2),
+//   kernels:  (batch, out_h, out_w, groups * kernel_size^2),
 //             channel index = group * kernel_size^2 + ky * kernel_size + kx
-//   output:   (batch, in_h * scale, in_w * scale, channels)
+//   output:   (batch, out_h, out_w, channels)
 //
 //   output[n, oh, ow, c] = sum_{ky, kx} kernels[n, oh, ow, g * k * k + ky * k + kx]
-//                          * features[n, oh / s + ky - r, ow / s + kx - r, c]
+//                          * features[n, cy(oh) + ky - r, cx(ow) + kx - r, c]
 //   with g = c / (channels / groups), r = (k - 1) / 2, zero outside the image.
+//
+// Both directions are one geometry: the output is a grid of cells, cell
+// (i, j) is centred on input pixel (i * stride, j * stride) and holds
+// scale x scale output pixels that all read the neighbourhood of that centre.
+//   upsampling (CARAFE):     stride = 1, out = in * scale,         cy(oh) = oh / scale
+//   downsampling (CARAFE++): scale = 1,  out = ceil(in / stride),  cy(oh) = oh * stride
 #ifndef KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
 #define KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
 
@@ -27,21 +34,62 @@ struct CarafeGeometry {
   int64_t in_h;
   int64_t in_w;
   int64_t channels;
-  int64_t scale;
+  int64_t scale;   // output pixels per cell along each axis (upsampling factor)
+  int64_t stride;  // input pixels between cell centres (downsampling factor)
   int64_t kernel_size;
   int64_t groups;
 
-  CARAFE_HOST_DEVICE int64_t out_h() const { return in_h * scale; }
-  CARAFE_HOST_DEVICE int64_t out_w() const { return in_w * scale; }
+  CARAFE_HOST_DEVICE int64_t cells_h() const { return (in_h + stride - 1) / stride; }
+  CARAFE_HOST_DEVICE int64_t cells_w() const { return (in_w + stride - 1) / stride; }
+  CARAFE_HOST_DEVICE int64_t out_h() const { return cells_h() * scale; }
+  CARAFE_HOST_DEVICE int64_t out_w() const { return cells_w() * scale; }
   CARAFE_HOST_DEVICE int64_t radius() const { return (kernel_size - 1) / 2; }
   CARAFE_HOST_DEVICE int64_t taps() const { return kernel_size * kernel_size; }
   CARAFE_HOST_DEVICE int64_t group_channels() const { return channels / groups; }
   CARAFE_HOST_DEVICE int64_t kernel_channels() const { return groups * taps(); }
   CARAFE_HOST_DEVICE int64_t in_pixels() const { return batch * in_h * in_w; }
-  CARAFE_HOST_DEVICE int64_t out_pixels() const {
-    return batch * out_h() * out_w();
+  CARAFE_HOST_DEVICE int64_t out_pixels() const { return batch * out_h() * out_w(); }
+
+  // Input row (column) at the centre of the cell that output row (column) o belongs to.
+  // One of scale and stride is 1: the branches skip a division where they can.
+  CARAFE_HOST_DEVICE int64_t centre_of_output(int64_t o) const {
+    return scale == 1 ? o * stride : (o / scale) * stride;
+  }
+
+  // The cell row (column) whose tap `tap` reads input row (column) `pos`, or
+  // -1 when no cell does (its centre would be off the stride grid or outside
+  // the cells).
+  CARAFE_HOST_DEVICE int64_t cell_reading(int64_t pos, int64_t tap, int64_t cells) const {
+    const int64_t centre = pos - tap + radius();
+    if (centre < 0) return -1;
+    if (stride == 1) return centre < cells ? centre : -1;
+    if (centre % stride != 0) return -1;
+    const int64_t cell = centre / stride;
+    return cell < cells ? cell : -1;
   }
 };
+
+// Why `g` cannot be computed, or nullptr. The framework glue checks tensors
+// against the geometry with messages in its own terms; this guards the
+// kernels' own assumptions for every caller.
+inline const char* GeometryError(const CarafeGeometry& g) {
+  if (g.batch < 0 || g.in_h < 0 || g.in_w < 0 || g.channels < 0)
+    return "sizes must be non-negative";
+  // Kernels index rows, columns, channels and taps with 32-bit integers.
+  constexpr int64_t kMaxExtent = (int64_t{1} << 31) - 1;
+  if (g.in_h > kMaxExtent || g.in_w > kMaxExtent || g.channels > kMaxExtent ||
+      g.scale > kMaxExtent || g.stride > kMaxExtent || g.kernel_size > 46339 ||
+      g.groups > kMaxExtent)
+    return "a size exceeds 2^31 - 1 (kernel_size 46339)";
+  if (g.scale < 1 || g.stride < 1) return "scale and stride must be >= 1";
+  if (g.scale > 1 && g.stride > 1) return "scale and stride cannot both exceed 1";
+  if (g.kernel_size < 1 || g.kernel_size % 2 == 0) return "kernel_size must be odd and >= 1";
+  if (g.groups < 1 || g.channels % g.groups != 0)
+    return "groups must be >= 1 and divide channels";
+  if (g.out_h() > kMaxExtent || g.out_w() > kMaxExtent || g.kernel_channels() > kMaxExtent)
+    return "an output size exceeds 2^31 - 1";
+  return nullptr;
+}
 
 // Element types the kernels are built for; the launchers take untyped
 // pointers so that callers need no CUDA headers.

@@ -1,4 +1,7 @@
-// Registration and shape functions of the CARAFE reassembly ops.
+// Registration and shape functions of the CARAFE reassembly ops: upsampling
+// (CARAFE) and downsampling (CARAFE++), each with its gradient op.
+#include <string>
+
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -10,18 +13,27 @@ using ::tensorflow::shape_inference::DimensionHandle;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
+// `scale` output pixels per input pixel (upsampling) or one output pixel per
+// `stride` input pixels (downsampling); the other factor is 1.
 struct Attrs {
-  int64_t scale;
+  int64_t scale = 1;
+  int64_t stride = 1;
   int64_t kernel_size;
   int64_t groups;
 };
 
-Status ReadAttrs(InferenceContext* c, Attrs* attrs) {
-  TF_RETURN_IF_ERROR(c->GetAttr("scale_factor", &attrs->scale));
+Status ReadAttrs(InferenceContext* c, const char* factor_name, Attrs* attrs) {
+  int64_t factor;
+  TF_RETURN_IF_ERROR(c->GetAttr(factor_name, &factor));
   TF_RETURN_IF_ERROR(c->GetAttr("kernel_size", &attrs->kernel_size));
   TF_RETURN_IF_ERROR(c->GetAttr("group_size", &attrs->groups));
-  if (attrs->scale < 1)
-    return tensorflow::errors::InvalidArgument("scale_factor must be >= 1, got ", attrs->scale);
+  if (factor < 1)
+    return tensorflow::errors::InvalidArgument(factor_name, " must be >= 1, got ", factor);
+  if (std::string(factor_name) == "stride") {
+    attrs->stride = factor;
+  } else {
+    attrs->scale = factor;
+  }
   if (attrs->kernel_size < 1 || attrs->kernel_size % 2 == 0)
     return tensorflow::errors::InvalidArgument("kernel_size must be odd and >= 1, got ",
                                                attrs->kernel_size);
@@ -30,17 +42,27 @@ Status ReadAttrs(InferenceContext* c, Attrs* attrs) {
   return tensorflow::OkStatus();
 }
 
+// Output rows (columns) for `in` input rows (columns): in * scale, or
+// ceil(in / stride).
+Status OutputExtent(InferenceContext* c, DimensionHandle in, const Attrs& attrs,
+                    DimensionHandle* out) {
+  if (attrs.stride == 1) return c->Multiply(in, attrs.scale, out);
+  DimensionHandle padded;
+  TF_RETURN_IF_ERROR(c->Add(in, attrs.stride - 1, &padded));
+  return c->Divide(padded, attrs.stride, /*evenly_divisible=*/false, out);
+}
+
 // Checks features against kernels and returns the output shape
-// (N, H * s, W * s, C); every known dimension is checked, unknown ones flow.
+// (N, out_h, out_w, C); every known dimension is checked, unknown ones flow.
 Status ReassembledShape(InferenceContext* c, ShapeHandle features, ShapeHandle kernels,
                         const Attrs& attrs, ShapeHandle* out) {
   TF_RETURN_IF_ERROR(c->WithRank(features, 4, &features));
   TF_RETURN_IF_ERROR(c->WithRank(kernels, 4, &kernels));
   DimensionHandle batch, out_h, out_w, channels_per_group, kernel_channels;
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(features, 0), c->Dim(kernels, 0), &batch));
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(features, 1), attrs.scale, &out_h));
+  TF_RETURN_IF_ERROR(OutputExtent(c, c->Dim(features, 1), attrs, &out_h));
   TF_RETURN_IF_ERROR(c->Merge(out_h, c->Dim(kernels, 1), &out_h));
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(features, 2), attrs.scale, &out_w));
+  TF_RETURN_IF_ERROR(OutputExtent(c, c->Dim(features, 2), attrs, &out_w));
   TF_RETURN_IF_ERROR(c->Merge(out_w, c->Dim(kernels, 2), &out_w));
   TF_RETURN_IF_ERROR(
       c->Divide(c->Dim(features, 3), attrs.groups, /*evenly_divisible=*/true, &channels_per_group));
@@ -50,6 +72,31 @@ Status ReassembledShape(InferenceContext* c, ShapeHandle features, ShapeHandle k
   *out = c->MakeShape({batch, out_h, out_w, c->Dim(features, 3)});
   return tensorflow::OkStatus();
 }
+
+template <const char* kFactor>
+Status ForwardShape(InferenceContext* c) {
+  Attrs attrs;
+  TF_RETURN_IF_ERROR(ReadAttrs(c, kFactor, &attrs));
+  ShapeHandle out;
+  TF_RETURN_IF_ERROR(ReassembledShape(c, c->input(0), c->input(1), attrs, &out));
+  c->set_output(0, out);
+  return tensorflow::OkStatus();
+}
+
+template <const char* kFactor>
+Status GradShape(InferenceContext* c) {
+  Attrs attrs;
+  TF_RETURN_IF_ERROR(ReadAttrs(c, kFactor, &attrs));
+  ShapeHandle out, grad_output;
+  TF_RETURN_IF_ERROR(ReassembledShape(c, c->input(1), c->input(2), attrs, &out));
+  TF_RETURN_IF_ERROR(c->Merge(c->input(0), out, &grad_output));
+  c->set_output(0, c->input(1));
+  c->set_output(1, c->input(2));
+  return tensorflow::OkStatus();
+}
+
+constexpr char kScaleFactor[] = "scale_factor";
+constexpr char kStride[] = "stride";
 
 }  // namespace
 
@@ -61,17 +108,11 @@ REGISTER_OP("KerasCarafeReassemble")
     .Attr("scale_factor: int = 2")
     .Attr("kernel_size: int = 5")
     .Attr("group_size: int = 1")
-    .SetShapeFn([](InferenceContext* c) {
-      Attrs attrs;
-      TF_RETURN_IF_ERROR(ReadAttrs(c, &attrs));
-      ShapeHandle out;
-      TF_RETURN_IF_ERROR(ReassembledShape(c, c->input(0), c->input(1), attrs, &out));
-      c->set_output(0, out);
-      return tensorflow::OkStatus();
-    })
+    .SetShapeFn(ForwardShape<kScaleFactor>)
     .Doc(R"doc(
-CARAFE reassembly: each output pixel is the k x k neighbourhood of its source
-pixel weighted by its own kernel (channels-last; kernels are not normalized).
+CARAFE upsampling reassembly: output pixel (oh, ow) is the k x k neighbourhood
+of input pixel (oh / s, ow / s) weighted by its own kernel (channels-last;
+kernels are not normalized).
 )doc");
 
 REGISTER_OP("KerasCarafeReassembleGrad")
@@ -84,16 +125,35 @@ REGISTER_OP("KerasCarafeReassembleGrad")
     .Attr("scale_factor: int = 2")
     .Attr("kernel_size: int = 5")
     .Attr("group_size: int = 1")
-    .SetShapeFn([](InferenceContext* c) {
-      Attrs attrs;
-      TF_RETURN_IF_ERROR(ReadAttrs(c, &attrs));
-      ShapeHandle out, grad_output;
-      TF_RETURN_IF_ERROR(ReassembledShape(c, c->input(1), c->input(2), attrs, &out));
-      TF_RETURN_IF_ERROR(c->Merge(c->input(0), out, &grad_output));
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(2));
-      return tensorflow::OkStatus();
-    })
+    .SetShapeFn(GradShape<kScaleFactor>)
     .Doc("Gradients of KerasCarafeReassemble with respect to features and kernels.");
+
+REGISTER_OP("KerasCarafeDownsample")
+    .Input("features: T")
+    .Input("kernels: T")
+    .Output("output: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("stride: int = 2")
+    .Attr("kernel_size: int = 5")
+    .Attr("group_size: int = 1")
+    .SetShapeFn(ForwardShape<kStride>)
+    .Doc(R"doc(
+CARAFE++ downsampling reassembly: output pixel (oh, ow) is the k x k
+neighbourhood of input pixel (oh * stride, ow * stride) weighted by its own
+kernel (channels-last; ceil(H / stride) x ceil(W / stride) outputs).
+)doc");
+
+REGISTER_OP("KerasCarafeDownsampleGrad")
+    .Input("grad_output: T")
+    .Input("features: T")
+    .Input("kernels: T")
+    .Output("grad_features: T")
+    .Output("grad_kernels: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("stride: int = 2")
+    .Attr("kernel_size: int = 5")
+    .Attr("group_size: int = 1")
+    .SetShapeFn(GradShape<kStride>)
+    .Doc("Gradients of KerasCarafeDownsample with respect to features and kernels.");
 
 }  // namespace keras_carafe

@@ -26,6 +26,9 @@ LIBRARY_NAME = "libkeras_carafe_ops.so"
 REPORT_NAME = "build.json"
 FAILURE_NAME = "build-failed.log"
 CACHE_ENV = "KERAS_CARAFE_CACHE_DIR"
+# A remembered failure stops retries for this long; the cache folder is keyed
+# like the build, so new TensorFlow, compilers or sources retry at once.
+FAILURE_RETRY_SECONDS = 3600
 
 HOST_FLAGS = ("-O3", "-fPIC", "-DNDEBUG", "-Wno-deprecated-declarations")
 NVCC_FLAGS = ("-O3", "-Xcompiler", "-fPIC", "-DNDEBUG")
@@ -44,18 +47,21 @@ class BuildReport:
     cuda_architectures: list
     cuda_skipped: str
     seconds: float
+    # How the CUDA toolkit was chosen: the choice, why, and every candidate.
+    cuda_choice: list = dataclasses.field(default_factory=list)
 
     def describe(self):
         if self.cuda_architectures:
             kinds = f"CPU + CUDA kernels for {', '.join(self.cuda_architectures)} ({self.nvcc})"
         else:
             kinds = f"CPU kernels only (CUDA skipped: {self.cuda_skipped})"
-        return (
-            f"built {kinds}\n"
-            f"  library:    {self.library}\n"
-            f"  TensorFlow: {self.tensorflow}; C++ compiler: {self.compiler}\n"
-            f"  build time: {self.seconds:.1f} s"
-        )
+        lines = [
+            f"built {kinds}",
+            f"  library:    {self.library}",
+            f"  TensorFlow: {self.tensorflow}; C++ compiler: {self.compiler}",
+            f"  build time: {self.seconds:.1f} s",
+        ]
+        return "\n".join(lines + ["  " + line for line in self.cuda_choice])
 
 
 def cache_root():
@@ -75,6 +81,9 @@ class BuildPlan:
     tf_compile_flags: tuple
     tf_link_flags: tuple
     sources: tuple
+    # Extra host-compiler flags of the glue when it registers the CUDA kernels.
+    cuda_glue_flags: tuple = ()
+    cuda_choice: tuple = dataclasses.field(default=(), compare=False)
 
     def folder(self):
         digest = hashlib.sha256()
@@ -86,7 +95,8 @@ class BuildPlan:
             HOST_FLAGS,
             self.vector_flags,
             NVCC_FLAGS,
-            self.cuda and (self.cuda.version, self.cuda.architectures, self.cuda.include_dirs),
+            self.cuda and (self.cuda.version, self.cuda.architectures, self.cuda.include_dirs,
+                           self.cuda.runtime_link_args, self.cuda_glue_flags),
         ):
             digest.update(repr(part).encode())
         for source in self.sources:
@@ -101,17 +111,21 @@ def make_plan():
         raise BuildError(
             "no C++ compiler found (set CXX or install g++); the compiled op cannot be built"
         )
-    cuda, cuda_skipped = toolchain.find_cuda_toolkit()
+    choice = toolchain.find_cuda_toolkit()
     tf_version, compile_flags, link_flags = toolchain.tensorflow_flags()
+    tf_include = next((flag[2:] for flag in compile_flags if flag.startswith("-I")), None)
     return BuildPlan(
         cxx=cxx,
         vector_flags=toolchain.cpu_vector_flags(),
-        cuda=cuda,
-        cuda_skipped=cuda_skipped or "",
+        cuda=choice.toolkit,
+        cuda_skipped=choice.skipped,
         tf_version=tf_version,
         tf_compile_flags=compile_flags,
         tf_link_flags=link_flags,
         sources=tuple(toolchain.source_files()),
+        cuda_glue_flags=(toolchain.cuda_glue_flags(choice.toolkit, tf_include)
+                         if choice.toolkit is not None else ()),
+        cuda_choice=choice.explanation,
     )
 
 
@@ -124,17 +138,18 @@ def _run(command, log):
     return result.returncode == 0
 
 
-def _compile_host(plan, source, obj, with_cuda, log):
-    defines = ["-DKERAS_CARAFE_WITH_CUDA"] if with_cuda else []
-    command = [str(plan.cxx), *plan.tf_compile_flags, *HOST_FLAGS, *plan.vector_flags, *defines, "-c", str(source),
-               "-o", str(obj)]
+def _compile_host(plan, source, obj, extra_flags, log):
+    command = [str(plan.cxx), *plan.tf_compile_flags, *HOST_FLAGS, *plan.vector_flags,
+               *extra_flags, "-c", str(source), "-o", str(obj)]
     return _run(command, log)
 
 
 def _compile_cuda(plan, source, obj, log):
     cuda = plan.cuda
     archs = ",".join(cuda.architecture_names())
-    command = [str(cuda.nvcc), *NVCC_FLAGS, "-ccbin", str(plan.cxx),
+    # No TensorFlow flags here: the kernels are framework-free, and nvcc
+    # rejects a second -std.
+    command = [str(cuda.nvcc), *NVCC_FLAGS, *cuda.thread_args(), "-ccbin", str(plan.cxx),
                f'-DKERAS_CARAFE_CUDA_ARCHS="{archs}"',
                *(f"-I{d}" for d in cuda.include_dirs), *cuda.gencode_args(),
                "-c", str(source), "-o", str(obj)]
@@ -146,29 +161,36 @@ def _build_into(plan, workdir):
     src = toolchain.source_dir()
     objects = {name: workdir / f"{name}.o" for name in ("ops", "kernels", "cuda")}
     logs = {name: [] for name in objects}
+    glue_flags = plan.cuda_glue_flags if plan.cuda is not None else ()
     with ThreadPoolExecutor(max_workers=3) as pool:
         jobs = {
             "ops": pool.submit(_compile_host, plan, src / "carafe_ops.cc", objects["ops"],
-                               False, logs["ops"]),
+                               (), logs["ops"]),
             "kernels": pool.submit(_compile_host, plan, src / "carafe_kernels.cc",
-                                   objects["kernels"], plan.cuda is not None, logs["kernels"]),
+                                   objects["kernels"], glue_flags, logs["kernels"]),
         }
         if plan.cuda is not None:
             jobs["cuda"] = pool.submit(_compile_cuda, plan, src / "carafe_cuda.cu",
                                        objects["cuda"], logs["cuda"])
         ok = {name: job.result() for name, job in jobs.items()}
-    for name in ("ops", "kernels"):
-        if not ok[name]:
-            raise BuildError("\n".join(logs[name]))
+    if not ok["ops"]:
+        raise BuildError("\n".join(logs["ops"]))
 
     cuda_skipped = plan.cuda_skipped
-    with_cuda = plan.cuda is not None and ok["cuda"]
-    if plan.cuda is not None and not ok["cuda"]:
-        # A broken CUDA toolchain should not cost users the CPU kernels.
-        cuda_skipped = "nvcc failed:\n" + "\n".join(logs["cuda"])
+    with_cuda = plan.cuda is not None and ok["cuda"] and ok["kernels"]
+    if plan.cuda is not None and not with_cuda:
+        # A broken CUDA toolchain, or TensorFlow headers that the CUDA-enabled
+        # glue does not compile against, should not cost users the CPU kernels.
+        if not ok["cuda"]:
+            cuda_skipped = "nvcc failed:\n" + "\n".join(logs["cuda"])
+        else:
+            cuda_skipped = ("the TensorFlow glue with CUDA enabled (carafe_kernels.cc) failed "
+                            "to compile:\n" + "\n".join(logs["kernels"]))
         relog = []
-        if not _compile_host(plan, src / "carafe_kernels.cc", objects["kernels"], False, relog):
+        if not _compile_host(plan, src / "carafe_kernels.cc", objects["kernels"], (), relog):
             raise BuildError("\n".join(relog))
+    elif not ok["kernels"]:
+        raise BuildError("\n".join(logs["kernels"]))
 
     library = workdir / LIBRARY_NAME
     inputs = [str(objects["ops"]), str(objects["kernels"])]
@@ -199,6 +221,13 @@ class _FolderLock:
         self._file.close()
 
 
+def _age_seconds(path):
+    try:
+        return max(0.0, time.time() - path.stat().st_mtime)
+    except OSError:
+        return None
+
+
 def read_report(folder):
     try:
         fields = json.loads((folder / REPORT_NAME).read_text())
@@ -212,8 +241,10 @@ def ensure_built(force=False):
     """Returns the BuildReport of the library for this TensorFlow, building it if needed.
 
     Raises BuildError when it cannot be built. A failure is remembered in the
-    cache so that later processes do not retry a slow failing compile; pass
-    `force=True` (as `python -m keras_carafe build` does) to try again.
+    build's cache folder so that later processes do not retry a slow failing
+    compile; it is retried once FAILURE_RETRY_SECONDS have passed, at once when
+    TensorFlow, the compilers or the sources change (a new folder), or with
+    `force=True` (as `python -m keras_carafe build` does).
     """
     plan = make_plan()
     folder = plan.folder()
@@ -223,10 +254,12 @@ def ensure_built(force=False):
             if report is not None:
                 return report
             failure = folder / FAILURE_NAME
-            if failure.is_file():
+            age = _age_seconds(failure)
+            if age is not None and age < FAILURE_RETRY_SECONDS:
                 raise BuildError(
-                    f"an earlier build failed (log: {failure}); run "
-                    f"`python -m keras_carafe build` to retry.\n{failure.read_text()[-4000:]}"
+                    f"an earlier build failed {age / 60:.0f} min ago (log: {failure}); it is "
+                    f"retried {FAILURE_RETRY_SECONDS // 60} min after the failure, or now with "
+                    f"`python -m keras_carafe build`.\n{failure.read_text()[-4000:]}"
                 )
         folder.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
@@ -249,6 +282,7 @@ def ensure_built(force=False):
             cuda_architectures=plan.cuda.architecture_names() if with_cuda else [],
             cuda_skipped="" if with_cuda else cuda_skipped,
             seconds=round(time.monotonic() - start, 1),
+            cuda_choice=list(plan.cuda_choice),
         )
         staged_report = folder / f".{REPORT_NAME}.{os.getpid()}"
         staged_report.write_text(json.dumps(dataclasses.asdict(report), indent=2))

@@ -1,4 +1,4 @@
-"""Loads the compiled reassembly op once per process and registers its gradient."""
+"""Loads the compiled op library once per process and registers its gradients."""
 
 import ctypes
 import dataclasses
@@ -12,7 +12,7 @@ except ModuleNotFoundError as err:
         "keras-carafe[cpu]); without it, use implementation='auto' or 'portable'",
         name=err.name) from err
 
-from keras_carafe.library import build
+from keras_carafe.library import build, cuda_probe, gradients
 
 _lock = threading.Lock()
 _loaded = None
@@ -27,34 +27,37 @@ class OpUnavailableError(RuntimeError):
 class LoadedLibrary:
     module: object
     report: build.BuildReport
+    # Whether the CUDA kernels can run on every visible GPU, and a message
+    # saying so ("ok: ...") or naming what is missing.
+    cuda_usable: bool
     cuda_status: str
+    # What the library's CUDA probe reported; None when it could not be read.
+    cuda: object = None
 
-    @property
-    def cuda_usable(self):
-        return self.cuda_status.startswith("ok")
+    def require_cuda(self):
+        """Raises OpUnavailableError with `cuda_status` unless the CUDA kernels can run."""
+        if not self.cuda_usable:
+            raise OpUnavailableError(f"the op's CUDA kernels cannot run: {self.cuda_status}")
 
 
-def _register_gradient(module):
-    def reassemble_grad(op, grad):
-        return module.keras_carafe_reassemble_grad(
-            grad,
-            op.inputs[0],
-            op.inputs[1],
-            scale_factor=op.get_attr("scale_factor"),
-            kernel_size=op.get_attr("kernel_size"),
-            group_size=op.get_attr("group_size"),
-        )
+def _call_string_function(handle, name):
+    function = getattr(handle, name)
+    function.restype = ctypes.c_char_p
+    function.argtypes = []
+    return function().decode("utf-8", "replace")
 
+
+def assess_cuda(path, report):
+    """(usable, status message, CudaProbe or None) for the library at `path`."""
     try:
-        tf.RegisterGradient("KerasCarafeReassemble")(reassemble_grad)
-    except KeyError:
-        pass  # A reloaded package module; the first registration stands.
-
-
-def _cuda_status(path):
-    handle = ctypes.CDLL(path)
-    handle.keras_carafe_cuda_status.restype = ctypes.c_char_p
-    return handle.keras_carafe_cuda_status().decode()
+        handle = ctypes.CDLL(path)
+        probe = cuda_probe.CudaProbe.from_json(
+            _call_string_function(handle, "keras_carafe_cuda_probe"))
+    except (OSError, AttributeError, ValueError) as err:
+        return False, f"the library's CUDA probe could not be read: {err}", None
+    reason = report.cuda_skipped.splitlines()[0].rstrip(":") if report.cuda_skipped else ""
+    verdict = cuda_probe.assess(probe, not_built_reason=reason)
+    return verdict.usable, verdict.message, probe
 
 
 def load():
@@ -72,10 +75,11 @@ def load():
         try:
             report = build.ensure_built()
             module = tf.load_op_library(report.library)
-            cuda_status = _cuda_status(report.library)
         except (build.BuildError, OSError, tf.errors.OpError, ValueError) as err:
             _failure = f"{type(err).__name__}: {err}"
             raise OpUnavailableError(_failure) from err
-        _register_gradient(module)
-        _loaded = LoadedLibrary(module=module, report=report, cuda_status=cuda_status)
+        usable, status, probe = assess_cuda(report.library, report)
+        gradients.register(module)
+        _loaded = LoadedLibrary(module=module, report=report, cuda_usable=usable,
+                                cuda_status=status, cuda=probe)
         return _loaded

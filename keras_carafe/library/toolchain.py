@@ -9,34 +9,78 @@ import shutil
 import subprocess
 from pathlib import Path
 
-# Real code for each architecture that CUDA 12 and 13 both still support, plus
-# PTX of the newest one so that future GPUs can JIT-compile it.
-DEFAULT_CUDA_ARCHS = ("75", "80", "86", "89", "90", "100", "120")
+# Real code (SASS) is built for one architecture per GPU generation from
+# compute capability 6.0 up (where the chosen nvcc can target it), plus PTX of
+# the lowest built one. A GPU without its own SASS runs that of the closest
+# lower architecture of its major version (CUDA's binary compatibility: sm_80
+# code runs on 8.7 and 8.9, sm_100 on 10.3, sm_120 on 12.1), or else the
+# driver JIT-compiles the PTX (e.g. 11.0). 6.0 is the oldest architecture in
+# TensorFlow's own GPU builds; CUDA 13 compilers start at 7.5. Each
+# architecture adds about 8 s to a 2-core build.
+LOWEST_ARCH = 60
+DEFAULT_ARCHS = (60, 70, 75, 80, 86, 90, 100, 120)
 
 CUDA_ARCHS_ENV = "KERAS_CARAFE_CUDA_ARCHS"
 NO_CUDA_ENV = "KERAS_CARAFE_NO_CUDA"
+
+# Defines of the TensorFlow glue when it registers the CUDA kernels: TensorFlow's
+# GPU code paths, and Eigen's GpuDevice, which hands out the op's CUDA stream.
+CUDA_GLUE_DEFINES = ("-DKERAS_CARAFE_WITH_CUDA", "-DGOOGLE_CUDA=1", "-DEIGEN_USE_GPU")
+
+# nvcc compiles the architectures of one file in parallel from this release on.
+_NVCC_THREADS_SINCE = (11, 2)
 
 
 @dataclasses.dataclass(frozen=True)
 class CudaToolkit:
     nvcc: Path
-    version: str
+    version: str  # nvcc's release line, e.g. "Cuda compilation tools, release 12.4, V12.4.131"
+    release: tuple  # (major, minor)
     include_dirs: tuple
     # Arguments that put the CUDA runtime into the shared library.
     runtime_link_args: tuple
-    architectures: tuple
+    architectures: tuple  # ascending ints, e.g. (75, 80, 86)
 
     def gencode_args(self):
         args = []
         for arch in self.architectures:
             args += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
-        newest = self.architectures[-1]
-        args += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
+        lowest = self.architectures[0]
+        args += ["-gencode", f"arch=compute_{lowest},code=compute_{lowest}"]
         return args
 
     def architecture_names(self):
-        names = [f"sm_{a}" for a in self.architectures]
-        return names + [f"compute_{self.architectures[-1]}"]
+        return [f"sm_{a}" for a in self.architectures] + [f"compute_{self.architectures[0]}"]
+
+    def thread_args(self, cpus=None):
+        """nvcc arguments that compile the architectures in parallel on spare cores.
+
+        Two cores stay free for the host compiles that run beside nvcc.
+        """
+        if cpus is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else os.cpu_count()
+        threads = min(len(self.architectures) + 1, max(1, (cpus or 1) - 2))
+        if threads < 2 or self.release < _NVCC_THREADS_SINCE:
+            return []
+        return ["--threads", str(threads)]
+
+
+def cuda_glue_flags(toolkit, tf_include):
+    """Host-compiler flags of the TensorFlow glue that registers the CUDA kernels.
+
+    The glue needs `cuda_runtime.h` (through Eigen's GpuDevice). Where the
+    TensorFlow wheel ships CUDA headers (include/third_party/gpus/cuda/include)
+    they come first, as those of TensorFlow's own build; the toolkit's headers
+    serve wheels without them (CPU wheels).
+    """
+    includes = []
+    if tf_include:
+        shipped = Path(tf_include) / "third_party" / "gpus" / "cuda" / "include"
+        if (shipped / "cuda_runtime.h").is_file():
+            includes.append(str(shipped))
+    includes += [d for d in toolkit.include_dirs if d not in includes]
+    return CUDA_GLUE_DEFINES + tuple(f"-I{d}" for d in includes)
 
 
 def source_dir():
@@ -108,6 +152,17 @@ def cpu_vector_flags():
     return ()
 
 
+def tensorflow_cuda_version():
+    """The CUDA version TensorFlow was built with ("12.5.1"), or None (CPU-only builds)."""
+    import tensorflow as tf
+
+    try:
+        version = tf.sysconfig.get_build_info().get("cuda_version")
+    except (AttributeError, RuntimeError):
+        return None
+    return str(version) if version else None
+
+
 def _nvcc_candidates():
     # A pip-installed nvcc (nvidia-cuda-nvcc-cu12, where the wheel carries the
     # compiler and not only ptxas) matches the CUDA runtime that
@@ -123,6 +178,14 @@ def _nvcc_candidates():
     if found:
         yield Path(found)
     yield Path("/usr/local/cuda/bin/nvcc")
+    # Side-by-side installs (/usr/local/cuda-12.4, ...), newest first.
+    versioned = []
+    for folder in Path("/usr/local").glob("cuda-*"):
+        numbers = re.fullmatch(r"cuda-(\d+)\.(\d+)", folder.name)
+        if numbers:
+            versioned.append(((int(numbers[1]), int(numbers[2])), folder / "bin" / "nvcc"))
+    for _, nvcc in sorted(versioned, reverse=True):
+        yield nvcc
 
 
 def _runtime_layout(nvcc):
@@ -150,63 +213,150 @@ def _runtime_layout(nvcc):
     return None
 
 
-def _supported_archs(nvcc):
-    try:
-        out = subprocess.run(
-            [str(nvcc), "--list-gpu-arch"], capture_output=True, text=True, timeout=60
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return set()
-    return set(re.findall(r"compute_(\d+)", out))
+def parse_release(version_text):
+    """(major, minor) from nvcc's "release 12.4" line, or None."""
+    match = re.search(r"release (\d+)\.(\d+)", version_text)
+    return (int(match[1]), int(match[2])) if match else None
 
 
-def _requested_archs():
+def parse_gpu_archs(listing):
+    """Architectures in `nvcc --list-gpu-arch` output, as ascending ints.
+
+    Architecture-specific variants (compute_90a, compute_100f) run only on one
+    GPU or family and are left out.
+    """
+    return tuple(sorted({int(n) for n in re.findall(r"^\s*compute_(\d+)\s*$", listing, re.M)}))
+
+
+def select_architectures(supported, requested=None):
+    """The SASS architectures to build: `requested` (explicit) or DEFAULT_ARCHS, in
+    both cases only those that nvcc supports."""
+    return tuple(a for a in sorted(set(requested or DEFAULT_ARCHS)) if a in supported)
+
+
+def requested_architectures():
+    """The architectures named by KERAS_CARAFE_CUDA_ARCHS, or None when unset."""
     value = os.environ.get(CUDA_ARCHS_ENV, "").strip()
     if not value:
-        return DEFAULT_CUDA_ARCHS, False
-    archs = tuple(a.strip().replace("sm_", "").replace(".", "") for a in re.split("[,; ]+", value))
-    if not all(a.isdigit() for a in archs if a):
+        return None
+    names = [a.strip().lower() for a in re.split("[,; ]+", value) if a.strip()]
+    archs = tuple(n.replace("sm_", "").replace("compute_", "").replace(".", "") for n in names)
+    if not archs or not all(a.isdigit() for a in archs):
         raise ValueError(
             f"{CUDA_ARCHS_ENV} must list compute capabilities such as '80,90', got {value!r}"
         )
-    return tuple(a for a in archs if a), True
+    return tuple(int(a) for a in archs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NvccCandidate:
+    """What one nvcc on this machine offers."""
+
+    nvcc: Path
+    version: str  # nvcc's release line, "" when it does not run
+    release: object  # (major, minor) or None
+    layout: object  # (include dirs, runtime link arguments) or None
+    supported: tuple  # architectures from --list-gpu-arch
+
+
+def inspect_nvcc(nvcc):
+    version = compiler_version(nvcc)
+    try:
+        listing = subprocess.run(
+            [str(nvcc), "--list-gpu-arch"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        listing = ""
+    return NvccCandidate(nvcc=nvcc, version=version if parse_release(version) else "",
+                         release=parse_release(version), layout=_runtime_layout(nvcc),
+                         supported=parse_gpu_archs(listing))
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolkitChoice:
+    toolkit: object  # CudaToolkit or None
+    skipped: str  # why there is no toolkit; "" when there is one
+    explanation: tuple  # lines: the choice, the reason, every candidate considered
+
+
+def _release_text(release):
+    return f"CUDA {release[0]}.{release[1]}"
+
+
+def choose_toolkit(candidates, tf_cuda_version, requested=None):
+    """Picks the toolkit to build with from inspected `candidates` (in search order).
+
+    The first usable one whose CUDA major version matches TensorFlow's build
+    wins: the kernels then need no newer driver than TensorFlow itself. Without
+    a match, or when TensorFlow does not say (CPU wheels), the first usable one.
+    """
+    usable, lines = [], []
+    for candidate in candidates:
+        archs = select_architectures(candidate.supported, requested)
+        if candidate.release is None:
+            problem = "does not run or prints no release"
+        elif candidate.layout is None:
+            problem = "no CUDA runtime (cuda_runtime.h, libcudart) next to it"
+        elif not archs:
+            wanted = (", ".join(map(str, requested)) if requested
+                      else f"{LOWEST_ARCH} or higher")
+            problem = f"supports none of the architectures {wanted}"
+        else:
+            problem = None
+            usable.append((candidate, archs))
+        status = problem or "SASS for " + ", ".join(f"sm_{a}" for a in archs)
+        release = _release_text(candidate.release) if candidate.release else "unknown version"
+        lines.append(f"    {candidate.nvcc}: {release}, {status}")
+    if not usable:
+        if requested and any(c.release and c.layout for c in candidates):
+            raise ValueError(
+                f"{CUDA_ARCHS_ENV}={os.environ.get(CUDA_ARCHS_ENV, requested)!r}: no CUDA "
+                f"toolkit here supports these architectures:\n" + "\n".join(lines))
+        skipped = ("no CUDA compiler (nvcc) found" if not candidates
+                   else "no usable CUDA toolkit:\n" + "\n".join(lines))
+        return ToolkitChoice(None, skipped, ("CUDA toolkit: none; " + skipped,))
+
+    tf_major = None
+    if tf_cuda_version:
+        match = re.match(r"\d+", tf_cuda_version)
+        tf_major = int(match[0]) if match else None
+    same_major = [(c, a) for c, a in usable if tf_major is not None and c.release[0] == tf_major]
+    if tf_major is None:
+        (chosen, archs), reason = usable[0], (
+            "TensorFlow does not say which CUDA it was built with (a CPU-only build), "
+            "so the first usable toolkit is taken")
+    elif same_major:
+        (chosen, archs), reason = same_major[0], (
+            f"TensorFlow was built with CUDA {tf_cuda_version}; this is the first toolkit "
+            f"of the same major version")
+    else:
+        (chosen, archs), reason = usable[0], (
+            f"TensorFlow was built with CUDA {tf_cuda_version} but no CUDA {tf_major} toolkit "
+            f"was found; the first usable toolkit is taken, and its kernels need a driver "
+            f"for {_release_text(usable[0][0].release)}")
+    toolkit = CudaToolkit(nvcc=chosen.nvcc, version=chosen.version, release=chosen.release,
+                          include_dirs=chosen.layout[0], runtime_link_args=chosen.layout[1],
+                          architectures=archs)
+    explanation = [f"CUDA toolkit: {chosen.nvcc} ({_release_text(chosen.release)})",
+                   f"  why: {reason}"]
+    if not requested and archs[0] > LOWEST_ARCH:
+        explanation.append(
+            f"  note: {_release_text(chosen.release)} cannot build for GPUs below sm_{archs[0]} "
+            f"(P100 is sm_60, V100 sm_70); they use the pure-TensorFlow fallback unless a "
+            f"CUDA 12 toolkit builds the op")
+    explanation += ["  candidates:", *lines]
+    return ToolkitChoice(toolkit, "", tuple(explanation))
 
 
 def find_cuda_toolkit():
-    """The CUDA toolkit to build with, or (None, reason) when there is none."""
+    """The CUDA toolkit to build with, as a ToolkitChoice (its toolkit None when there is none)."""
     if os.environ.get(NO_CUDA_ENV, "").strip() not in ("", "0"):
-        return None, f"{NO_CUDA_ENV} is set"
-    tried = []
+        reason = f"{NO_CUDA_ENV} is set"
+        return ToolkitChoice(None, reason, (f"CUDA toolkit: none; {reason}",))
+    seen, candidates = set(), []
     for nvcc in _nvcc_candidates():
-        if not nvcc.is_file() or str(nvcc) in tried:
+        if not nvcc.is_file() or nvcc.resolve() in seen:
             continue
-        tried.append(str(nvcc))
-        layout = _runtime_layout(nvcc)
-        if layout is None:
-            continue
-        requested, explicit = _requested_archs()
-        supported = _supported_archs(nvcc)
-        archs = tuple(sorted(
-            (a for a in requested if not supported or a in supported), key=int
-        ))
-        if not archs:
-            if explicit:
-                raise ValueError(
-                    f"{CUDA_ARCHS_ENV}={os.environ[CUDA_ARCHS_ENV]!r}: none of these "
-                    f"architectures is supported by {nvcc} (it supports "
-                    f"{', '.join(sorted(supported, key=int))})"
-                )
-            continue
-        return (
-            CudaToolkit(
-                nvcc=nvcc,
-                version=compiler_version(nvcc),
-                include_dirs=layout[0],
-                runtime_link_args=layout[1],
-                architectures=archs,
-            ),
-            None,
-        )
-    if tried:
-        return None, f"no usable CUDA runtime next to {', '.join(tried)}"
-    return None, "no CUDA compiler (nvcc) found"
+        seen.add(nvcc.resolve())
+        candidates.append(inspect_nvcc(nvcc))
+    return choose_toolkit(candidates, tensorflow_cuda_version(), requested_architectures())

@@ -1,0 +1,279 @@
+"""Derivatives of `keras_carafe.ops.carafe` beyond the first: gradients of gradients
+(gradient penalties), Hessian-vector products and forward mode, through the
+compiled op, against the pure-TensorFlow fallback and the NumPy reference, in float64."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from carafe_reference import carafe_reference, carafe_reference_grads, random_inputs
+from keras_carafe.library import gradients, load
+from keras_carafe.ops import carafe
+
+# (batch, height, width, channels, scale_factor, kernel_size, group_size)
+CASES = [
+    (1, 3, 4, 4, 2, 3, 2),
+    (2, 2, 3, 3, 1, 5, 1),
+    (1, 2, 2, 6, 3, 1, 3),
+    (1, 1, 3, 2, 2, 5, 1),
+]
+
+MODES = ["eager", "tf.function"]
+
+
+def case_id(case):
+    n, h, w, c, s, k, g = case
+    return f"n{n}-{h}x{w}x{c}-s{s}-k{k}-g{g}"
+
+
+def problem(rng, case):
+    n, h, w, c, s, k, g = case
+    features, kernels = random_inputs(rng, n, h, w, c, s, k, g, np.float64)
+    upstream = rng.uniform(-1, 1, (n, h * s, w * s, c))
+    return features, kernels, upstream
+
+
+def assert_close_to_roundoff(actual, expected, name):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, name
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-11, atol=1e-12 * scale, err_msg=name)
+
+
+def run(mode, function, *args):
+    """Calls `function` eagerly or traced by tf.function; returns NumPy arrays."""
+    if mode == "tf.function":
+        function = tf.function(function)
+    return [t.numpy() for t in function(*(tf.constant(a) for a in args))]
+
+
+def compare_implementations(mode, make_function, *args):
+    """Runs `make_function(implementation)` with the op and with the fallback."""
+    op = run(mode, make_function("op"), *args)
+    fallback = run(mode, make_function("fallback"), *args)
+    assert len(op) == len(fallback)
+    for index, (a, b) in enumerate(zip(op, fallback)):
+        assert_close_to_roundoff(a, b, f"result {index}")
+
+
+def gradient_penalty(implementation, case, terms):
+    """The gradient of a penalty on the input gradients (as in WGAN-GP)."""
+    _, _, _, _, s, k, g = case
+
+    def penalty_gradients(features, kernels, upstream):
+        with tf.GradientTape() as outer:
+            outer.watch([features, kernels, upstream])
+            with tf.GradientTape() as inner:
+                inner.watch([features, kernels])
+                out = carafe(features, kernels, s, k, g, implementation=implementation)
+                loss = tf.reduce_sum(out * upstream)
+            grad_features, grad_kernels = inner.gradient(loss, [features, kernels])
+            penalty = tf.constant(0.0, tf.float64)
+            if "features" in terms:
+                penalty += (tf.norm(grad_features) - 1.0) ** 2
+            if "kernels" in terms:
+                penalty += 0.5 * tf.reduce_sum(tf.sin(grad_kernels) * grad_kernels)
+        # A penalty on one gradient alone does not depend on every input.
+        return outer.gradient(penalty, [features, kernels, upstream],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    return penalty_gradients
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("terms", [("features",), ("kernels",), ("features", "kernels")],
+                         ids="+".join)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_gradient_penalty_through_the_op_matches_the_fallback(rng, mode, terms, case):
+    compare_implementations(mode, lambda impl: gradient_penalty(impl, case, terms),
+                            *problem(rng, case))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_hessian_vector_product_through_the_op_matches_the_fallback(rng, mode, case):
+    _, _, _, _, s, k, g = case
+    features, kernels, _ = problem(rng, case)
+    v_features, v_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
+
+    def make(implementation):
+        def hessian_vector_product(features, kernels, v_features, v_kernels):
+            with tf.GradientTape() as outer:
+                outer.watch([features, kernels])
+                with tf.GradientTape() as inner:
+                    inner.watch([features, kernels])
+                    out = carafe(features, kernels, s, k, g, implementation=implementation)
+                    loss = tf.reduce_sum(tf.tanh(out))
+                grads = inner.gradient(loss, [features, kernels])
+                directional = (tf.reduce_sum(grads[0] * v_features)
+                               + tf.reduce_sum(grads[1] * v_kernels))
+            return outer.gradient(directional, [features, kernels])
+
+        return hessian_vector_product
+
+    compare_implementations(mode, make, features, kernels, v_features, v_kernels)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_forward_mode_jvp_through_the_op_matches_the_fallback(rng, mode, case):
+    _, _, _, _, s, k, g = case
+    features, kernels, _ = problem(rng, case)
+    t_features, t_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
+
+    def make(implementation):
+        def jvp(features, kernels, t_features, t_kernels):
+            with tf.autodiff.ForwardAccumulator([features, kernels],
+                                                [t_features, t_kernels]) as accumulator:
+                out = carafe(features, kernels, s, k, g, implementation=implementation)
+            return [accumulator.jvp(out)]
+
+        return jvp
+
+    compare_implementations(mode, make, features, kernels, t_features, t_kernels)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_forward_mode_jvp_is_the_sum_of_the_two_linear_parts(rng, case):
+    # The reassembly is bilinear: J (t_f, t_k) = out(t_f, kernels) + out(features, t_k).
+    _, _, _, _, s, k, g = case
+    features, kernels, _ = problem(rng, case)
+    t_features, t_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
+    f, kk = tf.constant(features), tf.constant(kernels)
+    with tf.autodiff.ForwardAccumulator([f, kk], [tf.constant(t_features),
+                                                  tf.constant(t_kernels)]) as accumulator:
+        out = carafe(f, kk, s, k, g, implementation="op")
+    expected = (carafe_reference(t_features, kernels, s, k, g)
+                + carafe_reference(features, t_kernels, s, k, g))
+    assert_close_to_roundoff(accumulator.jvp(out).numpy(), expected, "jvp")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_forward_over_reverse_hessian_vector_product_matches_the_fallback(rng, mode, case):
+    _, _, _, _, s, k, g = case
+    features, kernels, _ = problem(rng, case)
+    t_features, t_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
+
+    def make(implementation):
+        def forward_over_reverse(features, kernels, t_features, t_kernels):
+            with tf.autodiff.ForwardAccumulator([features, kernels],
+                                                [t_features, t_kernels]) as accumulator:
+                with tf.GradientTape() as tape:
+                    tape.watch([features, kernels])
+                    out = carafe(features, kernels, s, k, g, implementation=implementation)
+                    loss = tf.reduce_sum(tf.sin(out))
+                grads = tape.gradient(loss, [features, kernels])
+            return [accumulator.jvp(x) for x in grads]
+
+        return forward_over_reverse
+
+    compare_implementations(mode, make, features, kernels, t_features, t_kernels)
+
+
+# --- the backward op's own gradient, against the NumPy reference ---------------------
+
+
+@pytest.mark.parametrize("connected", ["both", "features", "kernels"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_backward_op_gradient_is_forward_and_backward_reassembly(rng, case, connected):
+    # For upstream gradients (u, v) of the backward op's outputs (d/dfeatures,
+    # d/dkernels): d/dgrad_output = out(u, kernels) + out(features, v),
+    # d/dfeatures = the features gradient with kernels v, d/dkernels = the
+    # kernels gradient with features u. A disconnected output contributes nothing.
+    _, _, _, _, s, k, g = case
+    features, kernels, grad_output = problem(rng, case)
+    u = rng.uniform(-1, 1, features.shape) if connected != "kernels" else None
+    v = rng.uniform(-1, 1, kernels.shape) if connected != "features" else None
+    backward = load.load().module.keras_carafe_reassemble_grad
+    inputs = [tf.constant(x) for x in (grad_output, features, kernels)]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        grad_features, grad_kernels = backward(*inputs, scale_factor=s, kernel_size=k,
+                                               group_size=g)
+        total = tf.constant(0.0, tf.float64)
+        if u is not None:
+            total += tf.reduce_sum(grad_features * u)
+        if v is not None:
+            total += tf.reduce_sum(grad_kernels * v)
+    d_grad_output, d_features, d_kernels = (
+        x.numpy() if x is not None else np.zeros(y.shape)
+        for x, y in zip(tape.gradient(total, inputs), (grad_output, features, kernels)))
+
+    zeros_u = np.zeros(features.shape) if u is None else u
+    zeros_v = np.zeros(kernels.shape) if v is None else v
+    assert_close_to_roundoff(d_grad_output,
+                             carafe_reference(zeros_u, kernels, s, k, g)
+                             + carafe_reference(features, zeros_v, s, k, g), "grad_output")
+    assert_close_to_roundoff(d_features,
+                             carafe_reference_grads(grad_output, features, zeros_v, s, k, g)[0],
+                             "features")
+    assert_close_to_roundoff(d_kernels,
+                             carafe_reference_grads(grad_output, zeros_u, kernels, s, k, g)[1],
+                             "kernels")
+
+
+def test_third_derivative_through_the_op_matches_the_fallback(rng):
+    # The gradients of the backward op are again forward and backward ops, so
+    # differentiating once more works too.
+    case = (1, 2, 3, 2, 2, 3, 1)
+    _, _, _, _, s, k, g = case
+    features, kernels, _ = problem(rng, case)
+
+    def make(implementation):
+        def third(features, kernels):
+            with tf.GradientTape() as t3:
+                t3.watch(kernels)
+                with tf.GradientTape() as t2:
+                    t2.watch(features)
+                    with tf.GradientTape() as t1:
+                        t1.watch(features)
+                        loss = tf.reduce_sum(
+                            carafe(features, kernels, s, k, g, implementation=implementation) ** 3)
+                    first = tf.reduce_sum(t1.gradient(loss, features) ** 2)
+                second = tf.reduce_sum(t2.gradient(first, features))
+            return [t3.gradient(second, kernels)]
+
+        return third
+
+    compare_implementations("eager", make, features, kernels)
+
+
+@pytest.mark.parametrize("missing", ["features", "kernels", "both"])
+def test_backward_op_gradient_takes_a_missing_upstream_as_zero(rng, missing):
+    # TensorFlow may pass None for an output that nothing depends on.
+    case = (1, 3, 4, 4, 2, 3, 2)
+    _, _, _, _, s, k, g = case
+    features, kernels, grad_output = problem(rng, case)
+    u = None if missing in ("features", "both") else rng.uniform(-1, 1, features.shape)
+    v = None if missing in ("kernels", "both") else rng.uniform(-1, 1, kernels.shape)
+    module = load.load().module
+    spec = next(spec for spec in gradients.bilinear_ops(module)
+                if spec.backward_type == "KerasCarafeReassembleGrad")
+    gradient_function = gradients.backward_gradient(spec)
+
+    @tf.function
+    def grad_of_grad(grad_output, features, kernels):
+        grad_features, _ = module.keras_carafe_reassemble_grad(
+            grad_output, features, kernels, scale_factor=s, kernel_size=k, group_size=g)
+        return gradient_function(grad_features.op,
+                                 None if u is None else tf.constant(u),
+                                 None if v is None else tf.constant(v))
+
+    results = grad_of_grad(*map(tf.constant, (grad_output, features, kernels)))
+    if missing == "both":
+        assert results == (None, None, None)
+        return
+    d_grad_output, d_features, d_kernels = results
+    if u is None:
+        assert d_kernels is None
+        assert_close_to_roundoff(d_grad_output, carafe_reference(features, v, s, k, g),
+                                 "grad_output")
+        assert_close_to_roundoff(
+            d_features, carafe_reference_grads(grad_output, features, v, s, k, g)[0], "features")
+    else:
+        assert d_features is None
+        assert_close_to_roundoff(d_grad_output, carafe_reference(u, kernels, s, k, g),
+                                 "grad_output")
+        assert_close_to_roundoff(
+            d_kernels, carafe_reference_grads(grad_output, u, kernels, s, k, g)[1], "kernels")
