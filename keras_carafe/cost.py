@@ -1,4 +1,4 @@
-"""Parameter and FLOP counts of one CARAFE layer."""
+"""Parameter and FLOP counts of one CARAFE or CARAFE++ downsampling layer."""
 
 import dataclasses
 
@@ -20,22 +20,41 @@ class CarafeCost:
         return f"{self.params:,} parameters, {self.flops / 1e9:.3f} GFLOPs ({stages})"
 
 
-def carafe_cost(height, width, channels, scale_factor=2, kernel_size=5, encoder_kernel_size=3,
-                compressed_channels=64, group_size=1):
-    """Counts parameters and FLOPs of CARAFE on a `(height, width, channels)` input.
-
-    The defaults are the paper's (and the `CARAFE` layer's).
-    """
-    s, k, k_enc, c_m, g = scale_factor, kernel_size, encoder_kernel_size, compressed_channels, \
-        group_size
-    in_pixels = height * width
-    out_pixels = in_pixels * s * s
-    encoder_out = s * s * g * k * k
+def _cost(channels, in_pixels, encoder_pixels, out_pixels, encoder_out, kernel_size,
+          encoder_kernel_size, compressed_channels, group_size):
+    """The four stages: 1x1 compressor on the input, k_enc encoder producing
+    `encoder_out` channels on `encoder_pixels`, softmax and reassembly on the output."""
+    k, k_enc, c_m, g = kernel_size, encoder_kernel_size, compressed_channels, group_size
     params = (channels * c_m + c_m) + (k_enc * k_enc * c_m * encoder_out + encoder_out)
     stages = {
         "compressor": 2 * in_pixels * channels * c_m,
-        "encoder": 2 * in_pixels * k_enc * k_enc * c_m * encoder_out,
+        "encoder": 2 * encoder_pixels * k_enc * k_enc * c_m * encoder_out,
         "softmax": 3 * out_pixels * g * k * k,
         "reassembly": 2 * out_pixels * channels * k * k,
     }
     return CarafeCost(params=params, flops=sum(stages.values()), flops_by_stage=stages)
+
+
+def carafe_cost(height, width, channels, scale_factor=2, kernel_size=5, encoder_kernel_size=3,
+                compressed_channels=64, group_size=1):
+    """Counts parameters and FLOPs of CARAFE on a `(height, width, channels)` input.
+
+    The defaults are the paper's (and the `CARAFE` layer's). The encoder runs
+    at the input resolution and predicts the s*s sub-pixel kernels there.
+    """
+    s = scale_factor
+    in_pixels = height * width
+    return _cost(channels, in_pixels, in_pixels, in_pixels * s * s,
+                 s * s * group_size * kernel_size * kernel_size, kernel_size,
+                 encoder_kernel_size, compressed_channels, group_size)
+
+
+def carafe_downsample_cost(height, width, channels, stride=2, kernel_size=5,
+                           encoder_kernel_size=3, compressed_channels=16, group_size=1):
+    """Counts parameters and FLOPs of CARAFE++ downsampling on a `(height, width, channels)`
+    input (the `CARAFEDownsample` layer's defaults). The encoder runs with the stride, at
+    the output resolution `ceil(H/stride) x ceil(W/stride)`."""
+    out_pixels = -(-height // stride) * -(-width // stride)
+    return _cost(channels, height * width, out_pixels, out_pixels,
+                 group_size * kernel_size * kernel_size, kernel_size, encoder_kernel_size,
+                 compressed_channels, group_size)

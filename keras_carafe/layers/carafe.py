@@ -1,44 +1,16 @@
 """The CARAFE upsampling layer."""
 
 import keras
-from keras import ops
 
 from keras_carafe.cost import carafe_cost
-from keras_carafe.ops import implementation as impl
+from keras_carafe.layers.reassembly_layer import ReassemblyLayer
 from keras_carafe.ops import validation
 from keras_carafe.ops.pixel_shuffle import depth_to_space
 from keras_carafe.ops.reassembly import carafe
 
-_SERIALIZERS = {"initializer": keras.initializers, "regularizer": keras.regularizers,
-                "constraint": keras.constraints}
-
-
-def _conv_settings(kernel_initializer, bias_initializer, kernel_regularizer,
-                   bias_regularizer, kernel_constraint, bias_constraint):
-    """Conv2D keyword arguments, each resolved the Keras way (names, dicts, objects)."""
-    return dict(
-        kernel_initializer=keras.initializers.get(kernel_initializer),
-        bias_initializer=keras.initializers.get(bias_initializer),
-        kernel_regularizer=keras.regularizers.get(kernel_regularizer),
-        bias_regularizer=keras.regularizers.get(bias_regularizer),
-        kernel_constraint=keras.constraints.get(kernel_constraint),
-        bias_constraint=keras.constraints.get(bias_constraint),
-    )
-
-
-def _standardize_data_format(data_format):
-    if data_format is None:
-        return keras.config.image_data_format()
-    if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(
-            "`data_format` must be 'channels_last', 'channels_first' or None, "
-            f"got {data_format!r}"
-        )
-    return data_format
-
 
 @keras.saving.register_keras_serializable(package="keras_carafe")
-class CARAFE(keras.layers.Layer):
+class CARAFE(ReassemblyLayer):
     """Content-Aware ReAssembly of FEatures (Wang et al., ICCV 2019).
 
     Learned upsampling: for every output pixel the layer predicts a
@@ -105,135 +77,29 @@ class CARAFE(keras.layers.Layer):
         encoder_dilation=1,
         data_format=None,
         implementation="auto",
-        compressor_kernel_initializer="glorot_uniform",
-        compressor_bias_initializer="zeros",
-        compressor_kernel_regularizer=None,
-        compressor_bias_regularizer=None,
-        compressor_kernel_constraint=None,
-        compressor_bias_constraint=None,
-        encoder_kernel_initializer=None,
-        encoder_bias_initializer="zeros",
-        encoder_kernel_regularizer=None,
-        encoder_bias_regularizer=None,
-        encoder_kernel_constraint=None,
-        encoder_bias_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        scale_factor, kernel_size, group_size = validation.check_hyperparameters(
-            scale_factor, kernel_size, group_size)
-        encoder_kernel_size = validation.check_int_argument(
-            "encoder_kernel_size", encoder_kernel_size, 1, odd=True)
-        compressed_channels = validation.check_int_argument(
-            "compressed_channels", compressed_channels, 1)
-        encoder_dilation = validation.check_int_argument("encoder_dilation", encoder_dilation, 1)
-        impl.check_implementation(implementation)
-        impl.check_backend(implementation)
-        self.scale_factor = scale_factor
-        self.kernel_size = kernel_size
-        self.encoder_kernel_size = encoder_kernel_size
-        self.compressed_channels = compressed_channels
-        self.group_size = group_size
-        self.encoder_dilation = encoder_dilation
-        self.data_format = _standardize_data_format(data_format)
-        self.implementation = implementation
-        # The compiled op cannot be XLA-compiled; on TensorFlow with "auto" or
-        # "op", Keras's own jit_compile="auto" then stays off so that the op
-        # runs. Other backends never run the op.
-        self.supports_jit = (implementation in ("fallback", "portable")
-                             or keras.backend.backend() != "tensorflow")
-        self.input_spec = keras.layers.InputSpec(ndim=4)
-
-        if encoder_kernel_initializer is None:
-            encoder_kernel_initializer = keras.initializers.RandomNormal(stddev=0.001)
-        self._conv_settings = {
-            "compressor": _conv_settings(
-                compressor_kernel_initializer, compressor_bias_initializer,
-                compressor_kernel_regularizer, compressor_bias_regularizer,
-                compressor_kernel_constraint, compressor_bias_constraint),
-            "encoder": _conv_settings(
-                encoder_kernel_initializer, encoder_bias_initializer,
-                encoder_kernel_regularizer, encoder_bias_regularizer,
-                encoder_kernel_constraint, encoder_bias_constraint),
-        }
-        self.compressor = keras.layers.Conv2D(
-            compressed_channels, 1, data_format="channels_last", name="compressor",
-            dtype=self.dtype_policy, **self._conv_settings["compressor"])
+        super().__init__(kernel_size, encoder_kernel_size, compressed_channels, group_size,
+                         data_format, implementation, **kwargs)
+        self.scale_factor = validation.check_int_argument("scale_factor", scale_factor, 1)
+        self.encoder_dilation = validation.check_int_argument(
+            "encoder_dilation", encoder_dilation, 1)
+        s, k = self.scale_factor, self.kernel_size
         self.encoder = keras.layers.Conv2D(
-            scale_factor * scale_factor * group_size * kernel_size * kernel_size,
-            encoder_kernel_size, padding="same", dilation_rate=encoder_dilation,
-            data_format="channels_last", name="encoder", dtype=self.dtype_policy,
-            **self._conv_settings["encoder"])
+            s * s * self.group_size * k * k, self.encoder_kernel_size, padding="same",
+            dilation_rate=self.encoder_dilation, **self._encoder_settings())
 
-    @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
+    def _kernel_logits(self, x):
+        # The encoder predicts the s*s sub-pixel kernels of each input pixel;
+        # the pixel shuffle puts them at their output pixels.
+        return depth_to_space(self.encoder(self.compressor(x)), self.scale_factor)
 
-    def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"CARAFE expects 4D input (batch, height, width, channels) for "
-                f"{self.data_format}, got shape {input_shape}"
-            )
-        channels = input_shape[self._channel_axis]
-        if channels is None:
-            raise ValueError(
-                f"CARAFE needs a known channel dimension (axis {self._channel_axis} for "
-                f"{self.data_format}), got input shape {input_shape}"
-            )
-        if channels % self.group_size:
-            raise ValueError(
-                f"input channels ({channels}) must be divisible by `group_size` "
-                f"({self.group_size})"
-            )
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: channels})
-        self.compressor.build((None, None, None, channels))
-        self.encoder.build((None, None, None, self.compressed_channels))
+    def _reassemble(self, x, kernels):
+        return carafe(x, kernels, scale_factor=self.scale_factor, kernel_size=self.kernel_size,
+                      group_size=self.group_size, implementation=self.implementation)
 
-    def _to_channels_last(self, x):
-        return x if self.data_format == "channels_last" else ops.transpose(x, (0, 2, 3, 1))
-
-    def _normalized_kernels(self, x):
-        """Kernels (N, H*s, W*s, G*k*k) in x's dtype, each group's k*k weights summing to 1."""
-        logits = depth_to_space(self.encoder(self.compressor(x)), self.scale_factor)
-        n, h, w, channels = ops.shape(logits)
-        taps = self.kernel_size * self.kernel_size
-        grouped = ops.reshape(logits, (n, h, w, self.group_size, taps))
-        dtype = validation.dtype_name(x)
-        # 16-bit softmaxes run in float32: float16 exponentials of the logits
-        # lose the small weights. float32 and float64 keep their precision.
-        softmax_dtype = dtype if dtype in ("float32", "float64") else "float32"
-        grouped = ops.cast(grouped, softmax_dtype)
-        # A softmax over one weight is 1 (Keras warns about such softmaxes).
-        weights = ops.softmax(grouped, axis=-1) if taps > 1 else ops.ones_like(grouped)
-        return ops.cast(ops.reshape(weights, (n, h, w, channels)), dtype)
-
-    def _check_export_format(self):
-        """Raises, naming this layer, where the format being exported cannot express it."""
-        if keras.backend.backend() != "tensorflow":
-            return
-        from keras_carafe.ops.tensorflow import choice
-
-        target, dtype = choice.export_format(), self.compute_dtype
-        reason = None
-        if target == "litert" and dtype != "float32":
-            reason = ("LiteRT's builtin operators run its convolutions and the reassembly in "
-                      "float32 only (anything else needs the Flex delegate); export a float32 "
-                      "copy of the model and quantize it with the converter's options instead")
-        elif target == "onnx" and dtype == "bfloat16":
-            reason = "ONNX convolutions take float16, float32 or float64, not bfloat16"
-        if reason:
-            raise ValueError(f"CARAFE layer {self.name!r} cannot be exported to {target}: it "
-                             f"computes in {dtype} and {reason}.")
-
-    def call(self, inputs):
-        self._check_export_format()
-        x = self._to_channels_last(inputs)
-        y = carafe(
-            x, self._normalized_kernels(x), scale_factor=self.scale_factor,
-            kernel_size=self.kernel_size, group_size=self.group_size,
-            implementation=self.implementation)
-        return y if self.data_format == "channels_last" else ops.transpose(y, (0, 3, 1, 2))
+    def _output_size(self, size):
+        return size * self.scale_factor
 
     def compute_kernels(self, inputs):
         """The normalized reassembly kernels as (N, H*s, W*s, G, k, k), for inspection.
@@ -243,14 +109,7 @@ class CARAFE(keras.layers.Layer):
         `(oh // s + ky - (k - 1) // 2, ow // s + kx - (k - 1) // 2)`; the
         spatial axes come first for either data format.
         """
-        inputs = ops.convert_to_tensor(inputs)
-        x = ops.cast(self._to_channels_last(inputs), self.compute_dtype)
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        kernels = self._normalized_kernels(x)
-        n, h, w, _ = ops.shape(kernels)
-        k = self.kernel_size
-        return ops.reshape(kernels, (n, h, w, self.group_size, k, k))
+        return super().compute_kernels(inputs)
 
     def cost(self, height, width, channels):
         """Parameters and FLOPs of this layer on a (height, width, channels) input."""
@@ -259,32 +118,7 @@ class CARAFE(keras.layers.Layer):
             kernel_size=self.kernel_size, encoder_kernel_size=self.encoder_kernel_size,
             compressed_channels=self.compressed_channels, group_size=self.group_size)
 
-    def compute_output_shape(self, input_shape):
-        s = self.scale_factor
-
-        def scaled(dim):
-            return None if dim is None else dim * s
-
-        if self.data_format == "channels_last":
-            n, h, w, c = input_shape
-            return (n, scaled(h), scaled(w), c)
-        n, c, h, w = input_shape
-        return (n, c, scaled(h), scaled(w))
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            scale_factor=self.scale_factor,
-            kernel_size=self.kernel_size,
-            encoder_kernel_size=self.encoder_kernel_size,
-            compressed_channels=self.compressed_channels,
-            group_size=self.group_size,
-            encoder_dilation=self.encoder_dilation,
-            data_format=self.data_format,
-            implementation=self.implementation,
-        )
-        for prefix, settings in self._conv_settings.items():
-            for arg, value in settings.items():
-                kind = arg.rsplit("_", 1)[1]
-                config[f"{prefix}_{arg}"] = _SERIALIZERS[kind].serialize(value)
+        config.update(scale_factor=self.scale_factor, encoder_dilation=self.encoder_dilation)
         return config
