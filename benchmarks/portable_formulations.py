@@ -4,11 +4,14 @@ The library's portable path (`keras_carafe/ops/portable.py`) is the tap sum;
 this script keeps the alternatives that were measured against it, so that the
 choice can be re-checked on other machines and Keras versions:
 
-- tap_sum: the library's path (k*k strided slices, each multiplied by its
-  tap's weights and summed, at input resolution, one sum per group);
+- tap_sum: the library's `fused=True` formulation (k*k strided slices, each
+  multiplied by its tap's weights and summed, at input resolution, one sum
+  per group), used under XLA;
+- tap_sum_no_remat: the tap sum without `jax.checkpoint` (JAX only);
 - tap_sum_group_axis: the same sum with a group axis, on (N*H, W, P, G, C/G);
-- patches_matmul: the k*k slices stacked into a patch tensor, then one
-  batched matmul (rank 4) per pixel;
+- patches_matmul: the library's `fused=False` formulation (the k*k slices
+  stacked into a patch tensor, then one batched matmul of rank 4 per
+  pixel), used where operations run one at a time;
 - rows_then_cols: k row-shifted copies stacked, then per column offset one
   batched matmul over the k row taps;
 - depthwise_matmul: the patches gathered by a one-hot depthwise convolution,
@@ -34,12 +37,20 @@ import numpy as np
 from keras import ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from keras_carafe.ops import carafe  # noqa: E402
+from keras_carafe.ops import portable, validation  # noqa: E402
 from keras_carafe.ops.pixel_shuffle import depth_to_space, space_to_depth  # noqa: E402
 
 
 def tap_sum(f, kern, s, k, g):
-    return carafe(f, kern, s, k, g, implementation="portable")
+    return portable.reassemble(validation.upsampling(s, k, g), f, kern, fused=True)
+
+
+def patches_matmul(f, kern, s, k, g):
+    return portable.reassemble(validation.upsampling(s, k, g), f, kern, fused=False)
+
+
+def tap_sum_no_remat(f, kern, s, k, g):
+    return tap_sum(f, kern, s, k, g)
 
 
 def tap_sum_group_axis(f, kern, s, k, g):
@@ -60,17 +71,6 @@ def _common(f, kern, s, k):
     n, h, w, c = ops.shape(f)
     r = (k - 1) // 2
     return n, h, w, c, space_to_depth(kern, s), ops.pad(f, ((0, 0), (r, r), (r, r), (0, 0)))
-
-
-def patches_matmul(f, kern, s, k, g):
-    n, h, w, c, cells, padded = _common(f, kern, s, k)
-    t, p = k * k, s * s
-    weights = ops.transpose(ops.reshape(cells, (n * h * w, p, g, t)), (0, 2, 1, 3))
-    patches = ops.stack([padded[:, ky:ky + h, kx:kx + w] for ky in range(k) for kx in range(k)],
-                        axis=3)
-    patches = ops.transpose(ops.reshape(patches, (n * h * w, t, g, c // g)), (0, 2, 1, 3))
-    out = ops.transpose(ops.matmul(weights, patches), (0, 2, 1, 3))  # (M, P, G, C/G)
-    return depth_to_space(ops.reshape(out, (n, h, w, p * c)), s)
 
 
 def rows_then_cols(f, kern, s, k, g):
@@ -99,7 +99,8 @@ def depthwise_matmul(f, kern, s, k, g):
     return depth_to_space(ops.reshape(out, (n, h, w, p * c)), s)
 
 
-CANDIDATES = {fn.__name__: fn for fn in (tap_sum, tap_sum_group_axis, patches_matmul,
+CANDIDATES = {fn.__name__: fn for fn in (tap_sum, tap_sum_no_remat, tap_sum_group_axis,
+                                         patches_matmul,
                                          rows_then_cols, depthwise_matmul)}
 
 
@@ -113,7 +114,7 @@ def _median_ms(call, repeats=5):
     return statistics.median(times) * 1e3
 
 
-def _steps(fn, args):
+def _steps(fn, args, remat=True):
     """{runtime: (forward, forward+backward)} zero-argument callables on this backend."""
     features, kernels, upstream = args
     backend = keras.backend.backend()
@@ -121,7 +122,8 @@ def _steps(fn, args):
         import jax
         import jax.numpy as jnp
 
-        fn = jax.checkpoint(fn)  # as the library does on JAX (keras_carafe/ops/jax)
+        if remat:
+            fn = jax.checkpoint(fn)  # as the library does on JAX (keras_carafe/ops/jax)
         forward = jax.jit(fn)
         # The loss's value too: with gradients alone XLA drops the forward pass.
         both = jax.jit(jax.value_and_grad(lambda a, b, u: jnp.sum(fn(a, b) * u),
@@ -179,7 +181,8 @@ def main():
     for name in args.only.split(","):
         fn = CANDIDATES[name]
         for runtime, (forward, both) in _steps(
-                lambda a, b: fn(a, b, s, k, g), tensors).items():
+                lambda a, b: fn(a, b, s, k, g), tensors,
+                remat=not name.endswith("_no_remat")).items():
             print(f"{name:<18} {runtime:<14} {_median_ms(forward):>9.1f} "
                   f"{_median_ms(both):>11.1f}", flush=True)
 

@@ -73,3 +73,10 @@ def test_training_reduces_the_loss(rng, policy):
     model.fit(x, y, batch_size=8, epochs=15, verbose=0)
     after = model.evaluate(x, y, verbose=0)
     assert np.isfinite(after) and after < 0.6 * before, (before, after)
+
+
+def test_float64_layer_keeps_its_softmax_in_float64():
+    layer = CARAFE(2, 3, compressed_channels=4, dtype="float64")
+    fn = tf.function(layer).get_concrete_function(tf.TensorSpec((1, 4, 4, 8), tf.float64))
+    softmaxes = [op for op in fn.graph.get_operations() if op.type == "Softmax"]
+    assert [op.get_attr("T") for op in softmaxes] == [tf.float64]

@@ -29,13 +29,15 @@ def test_keras_auto_jit_leaves_xla_off_for_the_compiled_op():
     assert not model_supports_jit(_model("op"))
 
 
-def test_fallback_layers_let_keras_compile_with_xla():
-    assert model_supports_jit(_model("fallback"))
+@pytest.mark.parametrize("implementation", ["fallback", "portable"])
+def test_fallback_and_portable_layers_let_keras_compile_with_xla(implementation):
+    assert model_supports_jit(_model(implementation))
 
 
-def test_fit_with_xla_and_the_fallback(rng):
+@pytest.mark.parametrize("implementation", ["fallback", "portable"])
+def test_fit_with_xla(rng, implementation):
     x, y = _data(rng)
-    model = _model("fallback")
+    model = _model(implementation)
     model.compile(optimizer="adam", loss="mse", jit_compile=True)
     assert model.jit_compile is True
     expected = model(x).numpy()
@@ -56,14 +58,16 @@ def test_jit_compile_true_with_auto_falls_back_to_no_xla_and_trains(rng):
     assert np.isfinite(history.history["loss"]).all()
 
 
-def test_explicit_xla_function_runs_the_fallback_with_auto(rng):
+def test_explicit_xla_function_runs_the_portable_path_with_auto(rng):
     x, _ = _data(rng)
     model = _model("auto")
     expected = model(x).numpy()
     jitted = tf.function(model, jit_compile=True)
     np.testing.assert_allclose(jitted(x).numpy(), expected, atol=1e-5)
     graph = jitted.get_concrete_function(tf.TensorSpec(x.shape)).graph
-    assert "KerasCarafeReassemble" not in {op.type for op in graph.get_operations()}
+    op_types = {op.type for op in graph.get_operations()}
+    assert "KerasCarafeReassemble" not in op_types
+    assert "ExtractImagePatches" not in op_types
 
 
 def test_explicit_xla_function_rejects_the_op(rng):

@@ -156,7 +156,7 @@ def test_gradient_tape_gives_gradients_for_both_inputs_eagerly(rng, implementati
 # --- XLA -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("implementation", ["auto", "fallback"])
+@pytest.mark.parametrize("implementation", ["auto", "fallback", "portable"])
 def test_jit_compiled_function_matches_reference(rng, implementation):
     @tf.function(jit_compile=True)
     def reassemble(f, k):

@@ -74,7 +74,7 @@ def _warn_once(reason):
             f"It is exact but slower and uses more memory; run `python -m keras_carafe build` "
             f"to see the build log, or set {names.FORCE_FALLBACK_ENV}=1 to silence this.",
             RuntimeWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
 
 
