@@ -110,14 +110,11 @@ def _tf_steps(direction, shape, implementation, jit_compile):
     return forward, forward_backward
 
 
-def _check_op(direction, shape):
-    """Raises, with the reason, where the compiled op for `direction` cannot run."""
-    from keras_carafe.ops import implementation, validation
+def _check_op():
+    """Raises, with the reason, where the compiled op cannot run."""
+    from keras_carafe.ops import implementation
 
-    _, _, _, _, f, k, g = shape
-    geometry = (validation.upsampling if direction == "upsample" else validation.downsampling)(
-        f, k, g)
-    implementation.resolve("op", geometry)
+    implementation.resolve("op")
 
 
 def _tf_measure(fn, args, device, repeats):
@@ -156,7 +153,7 @@ def _run_tensorflow(cases, dtype, devices, repeats):
                                     runtime)
                     try:
                         if implementation == "op":
-                            _check_op(direction, shape)
+                            _check_op()
                         steps = _tf_steps(direction, shape, implementation,
                                           jit_compile=runtime == "TF XLA")
                         result.forward_ms, result.forward_peak_mib = _tf_measure(

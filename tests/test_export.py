@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from carafe_reference import carafe_downsample_reference, random_downsample_inputs
-from keras_carafe import CARAFE
+from keras_carafe import CARAFE, CARAFEDownsample
 from keras_carafe.ops import carafe_downsample, force_portable
 
 CONFIGS = {
@@ -26,6 +26,8 @@ CONFIGS = {
     "s3-k3-g4": dict(scale_factor=3, kernel_size=3, group_size=4),
     "s2-k5-g2-channels_first": dict(scale_factor=2, kernel_size=5, group_size=2,
                                     data_format="channels_first"),
+    # CARAFE++ downsampling (odd input sizes give ceil(H / stride) outputs).
+    "down-s2-k5-g2": dict(stride=2, kernel_size=5, group_size=2),
 }
 # Odd spatial sizes and two batch sizes through one exported signature.
 INPUTS = [(1, 7, 9), (3, 5, 6)]
@@ -36,8 +38,9 @@ TOLERANCE = 1e-5
 def _model(data_format="channels_last", implementation="auto", **config):
     shape = (None, None, CHANNELS) if data_format == "channels_last" else (CHANNELS, None, None)
     inputs = keras.Input(shape)
-    x = CARAFE(compressed_channels=4, data_format=data_format, implementation=implementation,
-               encoder_kernel_initializer="glorot_uniform", name="up", **config)(inputs)
+    layer = CARAFEDownsample if "stride" in config else CARAFE
+    x = layer(compressed_channels=4, data_format=data_format, implementation=implementation,
+              encoder_kernel_initializer="glorot_uniform", name="carafe", **config)(inputs)
     outputs = keras.layers.Conv2D(3, 1, data_format=data_format)(x)
     return keras.Model(inputs, outputs)
 
@@ -159,20 +162,22 @@ def test_saved_model_export_serves_without_keras_carafe(tmp_path, rng, config):
     _check(f"tf_saved_model {config}", model, inputs, lambda x: next(served))
 
 
-@pytest.mark.parametrize("dtype, target, why", [
-    ("mixed_float16", "litert", "LiteRT's builtin operators run its convolutions"),
-    ("float64", "litert", "LiteRT's builtin operators run its convolutions"),
-    ("mixed_bfloat16", "onnx", "ONNX convolutions take float16, float32 or float64"),
+@pytest.mark.parametrize("layer, dtype, target, why", [
+    (CARAFE, "mixed_float16", "litert", "LiteRT's builtin operators run its convolutions"),
+    (CARAFE, "float64", "litert", "LiteRT's builtin operators run its convolutions"),
+    (CARAFE, "mixed_bfloat16", "onnx", "ONNX convolutions take float16, float32 or float64"),
+    (CARAFEDownsample, "mixed_float16", "litert",
+     "LiteRT's builtin operators run its convolutions"),
 ])
-def test_export_that_cannot_express_the_layer_names_it_and_says_why(tmp_path, dtype, target,
-                                                                    why):
+def test_export_that_cannot_express_the_layer_names_it_and_says_why(tmp_path, layer, dtype,
+                                                                    target, why):
     inputs = keras.Input((None, None, CHANNELS))
-    model = keras.Model(inputs, CARAFE(compressed_channels=4, dtype=dtype, name="up")(inputs))
+    model = keras.Model(inputs, layer(compressed_channels=4, dtype=dtype, name="carafe")(inputs))
     model(np.zeros((1, 3, 3, CHANNELS), "float32"))
     suffix = {"litert": "tflite", "onnx": "onnx"}[target]
-    with pytest.raises(ValueError, match=rf"CARAFE layer 'up' cannot be exported to {target}: "
-                                         rf"it computes in {dtype.replace('mixed_', '')} and "
-                                         rf"{why}"):
+    with pytest.raises(ValueError, match=rf"{layer.__name__} layer 'carafe' cannot be exported "
+                                         rf"to {target}: it computes in "
+                                         rf"{dtype.replace('mixed_', '')} and {why}"):
         model.export(tmp_path / f"model.{suffix}", format=target, verbose=False)
 
 

@@ -71,15 +71,12 @@ def portable_forced():
     return _portable_forced.get()
 
 
-def resolve(implementation, geometry=None):
-    """Returns "op", "fallback" or "portable" for this call site, or raises.
-
-    `geometry` (default: upsampling) says which compiled op "op" needs.
-    """
+def resolve(implementation):
+    """Returns "op", "fallback" or "portable" for this call site, or raises."""
     check_implementation(implementation)
     check_backend(implementation)
     if keras.backend.backend() != "tensorflow":
         return "portable"
     from keras_carafe.ops.tensorflow import choice
 
-    return choice.resolve(implementation, geometry)
+    return choice.resolve(implementation)

@@ -13,7 +13,7 @@ def _reassemble(geometry, features, kernels, implementation):
     features = ops.convert_to_tensor(features)
     kernels = ops.convert_to_tensor(kernels)
     shapes_known = validation.check_static(geometry, features, kernels)
-    chosen = impl.resolve(implementation, geometry)
+    chosen = impl.resolve(implementation)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         from keras_carafe.ops import tensorflow as tf_backend

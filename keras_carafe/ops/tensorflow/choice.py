@@ -78,20 +78,8 @@ def _warn_once(reason):
         )
 
 
-def _op_missing(library, geometry):
-    """Why the loaded library cannot run `geometry`, or "" when it can."""
-    if geometry is not None and not geometry.upsampling and not hasattr(
-            library.module, "keras_carafe_downsample"):
-        return (f"the compiled library {library.report.library} has no KerasCarafeDownsample "
-                f"op; rebuild it from the current sources with `python -m keras_carafe build`")
-    return ""
-
-
-def resolve(implementation, geometry=None):
-    """Returns "op", "fallback" or "portable"; raises for an unusable "op".
-
-    `geometry` (default: upsampling) decides which compiled op must exist.
-    """
+def resolve(implementation):
+    """Returns "op", "fallback" or "portable"; raises for an unusable "op"."""
     if tracing_for_export() or implementation == "portable":
         return "portable"
     if implementation == "fallback" or names.fallback_forced():
@@ -102,9 +90,9 @@ def resolve(implementation, geometry=None):
                 "implementation='op' cannot run inside an XLA-compiled function "
                 "(jit_compile=True); use implementation='auto', 'portable' or 'fallback' there"
             )
-        missing = _op_missing(load.load(), geometry)  # load() raises with the reason
-        if missing:
-            raise load.OpUnavailableError(missing)
+        library = load.load()  # raises with the reason
+        if tf.config.list_logical_devices("GPU"):
+            library.require_cuda()
         return "op"
     if in_xla_context():
         # Under XLA the portable path fuses into a few loops and beats the
@@ -114,10 +102,6 @@ def resolve(implementation, geometry=None):
         library = load.load()
     except load.OpUnavailableError as err:
         _warn_once(f"the compiled op is unavailable ({err})")
-        return "fallback"
-    missing = _op_missing(library, geometry)
-    if missing:
-        _warn_once(missing)
         return "fallback"
     if tf.config.list_logical_devices("GPU") and not library.cuda_usable:
         _warn_once(f"a GPU is present but the op's CUDA kernels cannot run: "
