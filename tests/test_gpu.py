@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from carafe_reference import (carafe_reference, carafe_reference_grads, error_scales,
-                              random_inputs, ulp)
-from keras_carafe.ops import carafe
+from carafe_reference import (carafe_downsample_reference, carafe_downsample_reference_grads,
+                              carafe_reference, carafe_reference_grads, error_scales,
+                              random_downsample_inputs, random_inputs, ulp)
+from keras_carafe.ops import carafe, carafe_downsample
 
 pytestmark = pytest.mark.skipif(
     not tf.config.list_physical_devices("GPU"),
@@ -115,3 +116,33 @@ def test_empty_batch_on_gpu_gives_empty_output_and_gradients():
     assert out.shape == (0, 6, 8, 6)
     assert grad_features.shape == features.shape
     assert grad_kernels.shape == kernels.shape
+
+
+# (batch, height, width, channels, stride, kernel_size, group_size)
+DOWNSAMPLE_CASES = [
+    (1, 1, 1, 1, 2, 1, 1),
+    (2, 5, 6, 4, 2, 3, 2),
+    (1, 7, 1, 2, 3, 3, 2),
+    (2, 9, 8, 64, 2, 5, 1),    # 16-byte vectors, specialised 5 x 5 taps
+    (1, 10, 9, 100, 3, 7, 1),  # channels not a multiple of the vector width
+    (1, 12, 12, 48, 4, 5, 4),
+]
+
+
+@pytest.mark.parametrize("case", DOWNSAMPLE_CASES, ids=case_id)
+def test_downsampling_output_and_gradients_on_gpu_match_reference(rng, case):
+    n, h, w, c, st, k, g = case
+    features, kernels = random_downsample_inputs(rng, n, h, w, c, st, k, g)
+    upstream = rng.uniform(-1, 1, kernels.shape[:3] + (c,)).astype(np.float32)
+    with tf.device(GPU):
+        f, kk, d = (tf.constant(x) for x in (features, kernels, upstream))
+        with tf.GradientTape() as tape:
+            tape.watch([f, kk])
+            out = carafe_downsample(f, kk, st, k, g, implementation="op")
+        grads = tape.gradient(out, [f, kk], output_gradients=d)
+    for tensor in (out, *grads):
+        assert "GPU" in tensor.device, f"ran on {tensor.device}, not on the GPU"
+    expected = (carafe_downsample_reference(features, kernels, st, k, g),
+                *carafe_downsample_reference_grads(upstream, features, kernels, st, k, g))
+    for name, a, e in zip(("output", "d/dfeatures", "d/dkernels"), (out, *grads), expected):
+        np.testing.assert_allclose(a.numpy(), e, rtol=2e-5, atol=2e-5, err_msg=name)
