@@ -1,35 +1,76 @@
-"""Derivatives of `keras_carafe.ops.carafe` beyond the first: gradients of gradients
-(gradient penalties), Hessian-vector products and forward mode, through the
-compiled op, against the pure-TensorFlow fallback and the NumPy reference, in float64."""
+"""Derivatives of `keras_carafe.ops.carafe` and `carafe_downsample` beyond the first:
+gradients of gradients (gradient penalties), Hessian-vector products and forward mode,
+through the compiled ops, against the pure-TensorFlow fallback and the NumPy reference, in
+float64."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from carafe_reference import carafe_reference, carafe_reference_grads, random_inputs
+from carafe_reference import (carafe_downsample_reference, carafe_downsample_reference_grads,
+                              carafe_reference, carafe_reference_grads)
 from keras_carafe.library import gradients, load
-from keras_carafe.ops import carafe
+from keras_carafe.ops import carafe, carafe_downsample
 
-# (batch, height, width, channels, scale_factor, kernel_size, group_size)
+# (direction, batch, height, width, channels, scale factor or stride, kernel_size, group_size)
 CASES = [
-    (1, 3, 4, 4, 2, 3, 2),
-    (2, 2, 3, 3, 1, 5, 1),
-    (1, 2, 2, 6, 3, 1, 3),
-    (1, 1, 3, 2, 2, 5, 1),
+    ("up", 1, 3, 4, 4, 2, 3, 2),
+    ("up", 2, 2, 3, 3, 1, 5, 1),
+    ("up", 1, 2, 2, 6, 3, 1, 3),
+    ("up", 1, 1, 3, 2, 2, 5, 1),
+    ("down", 1, 5, 3, 4, 2, 5, 2),   # sizes not divisible by the stride
+    ("down", 1, 7, 5, 2, 3, 5, 1),
+    ("down", 1, 2, 3, 2, 4, 1, 2),   # stride larger than the image
 ]
 
 MODES = ["eager", "tf.function"]
 
 
 def case_id(case):
-    n, h, w, c, s, k, g = case
-    return f"n{n}-{h}x{w}x{c}-s{s}-k{k}-g{g}"
+    direction, n, h, w, c, f, k, g = case
+    return f"{direction}-n{n}-{h}x{w}x{c}-f{f}-k{k}-g{g}"
+
+
+def output_size(case):
+    direction, _, h, w, _, f, _, _ = case
+    return (h * f, w * f) if direction == "up" else (-(-h // f), -(-w // f))
+
+
+def reassemble(case, features, kernels, implementation):
+    direction, _, _, _, _, f, k, g = case
+    function = carafe if direction == "up" else carafe_downsample
+    return function(features, kernels, f, k, g, implementation=implementation)
+
+
+def reference(case, features, kernels):
+    direction, _, _, _, _, f, k, g = case
+    function = carafe_reference if direction == "up" else carafe_downsample_reference
+    return function(features, kernels, f, k, g)
+
+
+def reference_grads(case, grad_output, features, kernels):
+    direction, _, _, _, _, f, k, g = case
+    function = carafe_reference_grads if direction == "up" else carafe_downsample_reference_grads
+    return function(grad_output, features, kernels, f, k, g)
+
+
+def backward_op(case):
+    """The compiled backward op of `case`, with its attributes bound."""
+    direction, _, _, _, _, f, k, g = case
+    module = load.load().module
+    if direction == "up":
+        return lambda *args: module.keras_carafe_reassemble_grad(
+            *args, scale_factor=f, kernel_size=k, group_size=g)
+    return lambda *args: module.keras_carafe_downsample_grad(
+        *args, stride=f, kernel_size=k, group_size=g)
 
 
 def problem(rng, case):
-    n, h, w, c, s, k, g = case
-    features, kernels = random_inputs(rng, n, h, w, c, s, k, g, np.float64)
-    upstream = rng.uniform(-1, 1, (n, h * s, w * s, c))
+    _, n, h, w, c, _, k, g = case
+    oh, ow = output_size(case)
+    features = rng.uniform(-1, 1, (n, h, w, c))
+    kernels = rng.uniform(-1, 1, (n, oh, ow, g * k * k))
+    upstream = rng.uniform(-1, 1, (n, oh, ow, c))
     return features, kernels, upstream
 
 
@@ -58,14 +99,13 @@ def compare_implementations(mode, make_function, *args):
 
 def gradient_penalty(implementation, case, terms):
     """The gradient of a penalty on the input gradients (as in WGAN-GP)."""
-    _, _, _, _, s, k, g = case
 
     def penalty_gradients(features, kernels, upstream):
         with tf.GradientTape() as outer:
             outer.watch([features, kernels, upstream])
             with tf.GradientTape() as inner:
                 inner.watch([features, kernels])
-                out = carafe(features, kernels, s, k, g, implementation=implementation)
+                out = reassemble(case, features, kernels, implementation)
                 loss = tf.reduce_sum(out * upstream)
             grad_features, grad_kernels = inner.gradient(loss, [features, kernels])
             penalty = tf.constant(0.0, tf.float64)
@@ -92,7 +132,6 @@ def test_gradient_penalty_through_the_op_matches_the_fallback(rng, mode, terms, 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_hessian_vector_product_through_the_op_matches_the_fallback(rng, mode, case):
-    _, _, _, _, s, k, g = case
     features, kernels, _ = problem(rng, case)
     v_features, v_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
 
@@ -102,7 +141,7 @@ def test_hessian_vector_product_through_the_op_matches_the_fallback(rng, mode, c
                 outer.watch([features, kernels])
                 with tf.GradientTape() as inner:
                     inner.watch([features, kernels])
-                    out = carafe(features, kernels, s, k, g, implementation=implementation)
+                    out = reassemble(case, features, kernels, implementation)
                     loss = tf.reduce_sum(tf.tanh(out))
                 grads = inner.gradient(loss, [features, kernels])
                 directional = (tf.reduce_sum(grads[0] * v_features)
@@ -117,7 +156,6 @@ def test_hessian_vector_product_through_the_op_matches_the_fallback(rng, mode, c
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_forward_mode_jvp_through_the_op_matches_the_fallback(rng, mode, case):
-    _, _, _, _, s, k, g = case
     features, kernels, _ = problem(rng, case)
     t_features, t_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
 
@@ -125,7 +163,7 @@ def test_forward_mode_jvp_through_the_op_matches_the_fallback(rng, mode, case):
         def jvp(features, kernels, t_features, t_kernels):
             with tf.autodiff.ForwardAccumulator([features, kernels],
                                                 [t_features, t_kernels]) as accumulator:
-                out = carafe(features, kernels, s, k, g, implementation=implementation)
+                out = reassemble(case, features, kernels, implementation)
             return [accumulator.jvp(out)]
 
         return jvp
@@ -136,22 +174,19 @@ def test_forward_mode_jvp_through_the_op_matches_the_fallback(rng, mode, case):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_forward_mode_jvp_is_the_sum_of_the_two_linear_parts(rng, case):
     # The reassembly is bilinear: J (t_f, t_k) = out(t_f, kernels) + out(features, t_k).
-    _, _, _, _, s, k, g = case
     features, kernels, _ = problem(rng, case)
     t_features, t_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
     f, kk = tf.constant(features), tf.constant(kernels)
     with tf.autodiff.ForwardAccumulator([f, kk], [tf.constant(t_features),
                                                   tf.constant(t_kernels)]) as accumulator:
-        out = carafe(f, kk, s, k, g, implementation="op")
-    expected = (carafe_reference(t_features, kernels, s, k, g)
-                + carafe_reference(features, t_kernels, s, k, g))
+        out = reassemble(case, f, kk, "op")
+    expected = reference(case, t_features, kernels) + reference(case, features, t_kernels)
     assert_close_to_roundoff(accumulator.jvp(out).numpy(), expected, "jvp")
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_forward_over_reverse_hessian_vector_product_matches_the_fallback(rng, mode, case):
-    _, _, _, _, s, k, g = case
     features, kernels, _ = problem(rng, case)
     t_features, t_kernels = (rng.uniform(-1, 1, x.shape) for x in (features, kernels))
 
@@ -161,7 +196,7 @@ def test_forward_over_reverse_hessian_vector_product_matches_the_fallback(rng, m
                                                 [t_features, t_kernels]) as accumulator:
                 with tf.GradientTape() as tape:
                     tape.watch([features, kernels])
-                    out = carafe(features, kernels, s, k, g, implementation=implementation)
+                    out = reassemble(case, features, kernels, implementation)
                     loss = tf.reduce_sum(tf.sin(out))
                 grads = tape.gradient(loss, [features, kernels])
             return [accumulator.jvp(x) for x in grads]
@@ -181,16 +216,13 @@ def test_backward_op_gradient_is_forward_and_backward_reassembly(rng, case, conn
     # d/dkernels): d/dgrad_output = out(u, kernels) + out(features, v),
     # d/dfeatures = the features gradient with kernels v, d/dkernels = the
     # kernels gradient with features u. A disconnected output contributes nothing.
-    _, _, _, _, s, k, g = case
     features, kernels, grad_output = problem(rng, case)
     u = rng.uniform(-1, 1, features.shape) if connected != "kernels" else None
     v = rng.uniform(-1, 1, kernels.shape) if connected != "features" else None
-    backward = load.load().module.keras_carafe_reassemble_grad
     inputs = [tf.constant(x) for x in (grad_output, features, kernels)]
     with tf.GradientTape() as tape:
         tape.watch(inputs)
-        grad_features, grad_kernels = backward(*inputs, scale_factor=s, kernel_size=k,
-                                               group_size=g)
+        grad_features, grad_kernels = backward_op(case)(*inputs)
         total = tf.constant(0.0, tf.float64)
         if u is not None:
             total += tf.reduce_sum(grad_features * u)
@@ -203,21 +235,18 @@ def test_backward_op_gradient_is_forward_and_backward_reassembly(rng, case, conn
     zeros_u = np.zeros(features.shape) if u is None else u
     zeros_v = np.zeros(kernels.shape) if v is None else v
     assert_close_to_roundoff(d_grad_output,
-                             carafe_reference(zeros_u, kernels, s, k, g)
-                             + carafe_reference(features, zeros_v, s, k, g), "grad_output")
-    assert_close_to_roundoff(d_features,
-                             carafe_reference_grads(grad_output, features, zeros_v, s, k, g)[0],
+                             reference(case, zeros_u, kernels) + reference(case, features, zeros_v),
+                             "grad_output")
+    assert_close_to_roundoff(d_features, reference_grads(case, grad_output, features, zeros_v)[0],
                              "features")
-    assert_close_to_roundoff(d_kernels,
-                             carafe_reference_grads(grad_output, zeros_u, kernels, s, k, g)[1],
+    assert_close_to_roundoff(d_kernels, reference_grads(case, grad_output, zeros_u, kernels)[1],
                              "kernels")
 
 
 def test_third_derivative_through_the_op_matches_the_fallback(rng):
     # The gradients of the backward op are again forward and backward ops, so
     # differentiating once more works too.
-    case = (1, 2, 3, 2, 2, 3, 1)
-    _, _, _, _, s, k, g = case
+    case = ("up", 1, 2, 3, 2, 2, 3, 1)
     features, kernels, _ = problem(rng, case)
 
     def make(implementation):
@@ -229,7 +258,7 @@ def test_third_derivative_through_the_op_matches_the_fallback(rng):
                     with tf.GradientTape() as t1:
                         t1.watch(features)
                         loss = tf.reduce_sum(
-                            carafe(features, kernels, s, k, g, implementation=implementation) ** 3)
+                            reassemble(case, features, kernels, implementation) ** 3)
                     first = tf.reduce_sum(t1.gradient(loss, features) ** 2)
                 second = tf.reduce_sum(t2.gradient(first, features))
             return [t3.gradient(second, kernels)]
@@ -242,20 +271,17 @@ def test_third_derivative_through_the_op_matches_the_fallback(rng):
 @pytest.mark.parametrize("missing", ["features", "kernels", "both"])
 def test_backward_op_gradient_takes_a_missing_upstream_as_zero(rng, missing):
     # TensorFlow may pass None for an output that nothing depends on.
-    case = (1, 3, 4, 4, 2, 3, 2)
-    _, _, _, _, s, k, g = case
+    case = ("up", 1, 3, 4, 4, 2, 3, 2)
     features, kernels, grad_output = problem(rng, case)
     u = None if missing in ("features", "both") else rng.uniform(-1, 1, features.shape)
     v = None if missing in ("kernels", "both") else rng.uniform(-1, 1, kernels.shape)
-    module = load.load().module
-    spec = next(spec for spec in gradients.bilinear_ops(module)
+    spec = next(spec for spec in gradients.bilinear_ops(load.load().module)
                 if spec.backward_type == "KerasCarafeReassembleGrad")
     gradient_function = gradients.backward_gradient(spec)
 
     @tf.function
     def grad_of_grad(grad_output, features, kernels):
-        grad_features, _ = module.keras_carafe_reassemble_grad(
-            grad_output, features, kernels, scale_factor=s, kernel_size=k, group_size=g)
+        grad_features, _ = backward_op(case)(grad_output, features, kernels)
         return gradient_function(grad_features.op,
                                  None if u is None else tf.constant(u),
                                  None if v is None else tf.constant(v))
@@ -267,13 +293,11 @@ def test_backward_op_gradient_takes_a_missing_upstream_as_zero(rng, missing):
     d_grad_output, d_features, d_kernels = results
     if u is None:
         assert d_kernels is None
-        assert_close_to_roundoff(d_grad_output, carafe_reference(features, v, s, k, g),
-                                 "grad_output")
+        assert_close_to_roundoff(d_grad_output, reference(case, features, v), "grad_output")
         assert_close_to_roundoff(
-            d_features, carafe_reference_grads(grad_output, features, v, s, k, g)[0], "features")
+            d_features, reference_grads(case, grad_output, features, v)[0], "features")
     else:
         assert d_features is None
-        assert_close_to_roundoff(d_grad_output, carafe_reference(u, kernels, s, k, g),
-                                 "grad_output")
+        assert_close_to_roundoff(d_grad_output, reference(case, u, kernels), "grad_output")
         assert_close_to_roundoff(
-            d_kernels, carafe_reference_grads(grad_output, u, kernels, s, k, g)[1], "kernels")
+            d_kernels, reference_grads(case, grad_output, u, kernels)[1], "kernels")

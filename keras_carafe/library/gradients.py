@@ -30,7 +30,7 @@ class BilinearOp:
 
 
 def bilinear_ops(module):
-    """The bilinear op pairs that `module` (a loaded op library) provides."""
+    """The bilinear op pairs of `module` (the loaded op library)."""
     pairs = [("KerasCarafeReassemble", "keras_carafe_reassemble",
               ("scale_factor", "kernel_size", "group_size")),
              ("KerasCarafeDownsample", "keras_carafe_downsample",
@@ -39,7 +39,6 @@ def bilinear_ops(module):
         BilinearOp(op_type, op_type + "Grad", getattr(module, name),
                    getattr(module, name + "_grad"), attrs)
         for op_type, name, attrs in pairs
-        if hasattr(module, name) and hasattr(module, name + "_grad")
     ]
 
 
