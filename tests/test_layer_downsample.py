@@ -121,7 +121,11 @@ def test_mixed_float16_computes_in_float16_close_to_float32(rng):
     np.testing.assert_allclose(to_float64(y), expected, atol=2e-2)
 
 
-def test_fit_reduces_the_loss(rng):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_reduces_the_loss(rng, jit_compile):
+    if jit_compile and BACKEND == "torch":
+        pytest.skip("Keras's jit_compile on PyTorch is torch.compile, which this test does "
+                    "not cover")
     keras.utils.set_random_seed(3)
     x = rng.standard_normal((16, 8, 8, 6)).astype("float32")
     # Target: the maximum over each 2 x 2 block of the first three channels,
@@ -131,7 +135,8 @@ def test_fit_reduces_the_loss(rng):
     inputs = keras.Input((8, 8, 6))
     h = _layer(stride=2, kernel_size=3, implementation=implementation)(inputs)
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(h))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", jit_compile=jit_compile)
+    assert model.jit_compile is jit_compile
     before = model.evaluate(x, y, verbose=0)
     model.fit(x, y, batch_size=8, epochs=15, verbose=0)
     after = model.evaluate(x, y, verbose=0)
