@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_learned_kernels.ipynb",
-             "03_attribution_tf_keras_vis.ipynb"]
+             "03_attribution_tf_keras_vis.ipynb", "04_carafe_plus_plus.ipynb"]
 KERNEL_NAME = "keras-carafe-tests"
 MAX_STORED_BYTES = 2 * 1024 * 1024
 
@@ -24,7 +25,9 @@ def kernel_for_this_interpreter(tmp_path, monkeypatch):
     """A kernelspec whose kernel is `sys.executable`, found through JUPYTER_PATH.
 
     An installed "python3" kernelspec may start another Python (its argv is
-    often a bare "python" resolved on PATH); this one cannot.
+    often a bare "python" resolved on PATH); this one cannot. The kernel
+    imports keras_carafe from this checkout, as the tests do, not from an
+    installed copy that may be older.
     """
     spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -34,6 +37,8 @@ def kernel_for_this_interpreter(tmp_path, monkeypatch):
         "language": "python",
     }))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     return KERNEL_NAME
 
 
@@ -81,3 +86,7 @@ def test_stored_notebook_embeds_its_figures_as_png_and_stays_small(name):
                for output in cell.outputs]
     assert any("image/png" in output.get("data", {}) for output in outputs)
     assert os.path.getsize(NOTEBOOK_DIR / name) < MAX_STORED_BYTES
+
+
+def test_stored_notebooks_together_stay_small():
+    assert sum(os.path.getsize(NOTEBOOK_DIR / name) for name in NOTEBOOKS) < MAX_STORED_BYTES

@@ -81,6 +81,36 @@ def test_bilinear_kernels_reproduce_bilinear_upsampling_away_from_border(scale, 
     np.testing.assert_allclose(reassembled[inner], expected[inner], atol=1e-5)
 
 
+# --- average pooling kernel ----------------------------------------------------------
+
+@pytest.mark.parametrize("stride, k", [(2, 3), (2, 5), (3, 5)])
+def test_average_pooling_kernel_reproduces_average_pooling_through_carafe_downsample(
+        stride, k, rng):
+    import keras
+
+    from keras_carafe.ops import carafe_downsample
+
+    h, w = 4 * stride, 3 * stride
+    image = rng.random((1, h, w, 2)).astype("float32")
+    kernel = visualize.average_pooling_kernel(stride, k).reshape(k * k)
+    kernels = np.broadcast_to(kernel, (1, h // stride, w // stride, k * k)).astype("float32")
+    reassembled = carafe_downsample(image, kernels, stride=stride, kernel_size=k,
+                                    implementation="fallback").numpy()
+    expected = np.asarray(keras.layers.AveragePooling2D(stride)(image))
+    np.testing.assert_allclose(reassembled, expected, atol=1e-6)
+
+
+def test_average_pooling_kernel_rejects_a_window_too_small_for_the_block():
+    with pytest.raises(ValueError, match="`kernel_size` must be an odd integer >= 2 \\* "
+                                         "stride - 1 = 5"):
+        visualize.average_pooling_kernel(3, 3)
+
+
+def test_average_pooling_kernel_rejects_a_stride_below_one():
+    with pytest.raises(ValueError, match="`stride` must be an integer >= 1, got 0"):
+        visualize.average_pooling_kernel(0, 3)
+
+
 # --- composed kernels ---------------------------------------------------------------
 
 def test_composed_kernel_of_two_layers_sums_to_one_inside_the_image(rng):
@@ -154,6 +184,32 @@ def test_strongest_tap_is_the_offset_of_the_largest_weight_from_the_source_pixel
 def test_strongest_tap_of_a_uniform_kernel_is_its_first_tap():
     dy, dx = visualize.strongest_tap(_uniform_kernels(1, 1, 3))
     assert (dy[0, 0], dx[0, 0]) == (-1, -1)
+
+
+def test_kernel_centroid_of_a_one_hot_kernel_is_its_tap_offset():
+    kernel = np.zeros((5, 5))
+    kernel[0, 3] = 1.0
+    dy, dx = visualize.kernel_centroid(kernel)
+    assert (dy, dx) == (-2.0, 1.0)
+
+
+def test_kernel_centroid_of_a_symmetric_kernel_is_the_source_pixel(rng):
+    half = rng.random((5, 5))
+    symmetric = half + half[::-1, ::-1]
+    dy, dx = visualize.kernel_centroid(symmetric / symmetric.sum())
+    assert dy == pytest.approx(0.0, abs=1e-12) and dx == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kernel_centroid_weighs_every_tap():
+    kernel = np.zeros((3, 3))
+    kernel[1, 2], kernel[2, 0] = 0.75, 0.25
+    dy, dx = visualize.kernel_centroid(kernel)
+    assert dy == pytest.approx(0.25) and dx == pytest.approx(0.5)
+
+
+def test_kernel_centroid_keeps_the_leading_shape(rng):
+    dy, dx = visualize.kernel_centroid(_random_kernels(rng, 4, 6, 3))
+    assert dy.shape == dx.shape == (4, 6)
 
 
 def test_shifted_kernel_moves_each_weight_by_the_offset():
@@ -275,6 +331,45 @@ def test_layer_kernels_reassemble_each_layers_input_into_its_output(rng):
     np.testing.assert_allclose(reassembled, layer_output, rtol=1e-5, atol=1e-6)
 
 
+def _down_up_model(channels=4):
+    import keras
+
+    from keras_carafe import CARAFE, CARAFEDownsample
+
+    image = keras.Input((None, None, 2))
+    x = keras.layers.Conv2D(channels, 3, padding="same", name="conv")(image)
+    x = CARAFEDownsample(stride=2, kernel_size=3, compressed_channels=4, name="down",
+                         encoder_kernel_initializer="glorot_uniform",
+                         implementation="fallback")(x)
+    x = CARAFE(scale_factor=2, kernel_size=5, compressed_channels=4, name="up",
+               encoder_kernel_initializer="glorot_uniform", implementation="fallback")(x)
+    return keras.Model(image, keras.layers.Conv2D(1, 1, name="head")(x))
+
+
+@pytest.mark.parametrize("height, width", [(6, 8), (7, 5)])
+def test_layer_kernels_include_downsampling_layers_with_their_output_size(height, width, rng):
+    kernels = visualize.layer_kernels(_down_up_model(), rng.random((2, height, width, 2)))
+    down_h, down_w = -(-height // 2), -(-width // 2)
+    assert list(kernels) == ["down", "up"]
+    assert kernels["down"].shape == (2, down_h, down_w, 1, 3, 3)
+    assert kernels["up"].shape == (2, 2 * down_h, 2 * down_w, 1, 5, 5)
+
+
+def test_layer_kernels_of_a_downsampling_layer_reassemble_its_input_into_its_output(rng):
+    import keras
+
+    from keras_carafe.ops import carafe_downsample
+
+    model = _down_up_model()
+    x = rng.random((1, 7, 6, 2)).astype("float32")
+    k = visualize.layer_kernels(model, x)["down"]
+    layer = model.get_layer("down")
+    layer_input, layer_output = keras.Model(model.input, [layer.input, layer.output])(x)
+    reassembled = carafe_downsample(layer_input, k.reshape(*k.shape[:3], -1), stride=2,
+                                    kernel_size=3, implementation="fallback")
+    np.testing.assert_allclose(reassembled, layer_output, rtol=1e-5, atol=1e-6)
+
+
 def test_layer_kernels_reject_a_model_without_carafe(rng):
     import keras
 
@@ -320,6 +415,41 @@ def test_neighbourhood_is_the_window_around_the_source_pixel():
                                   image[1:4, 2:5])
 
 
+@pytest.mark.parametrize("stride, pixel, rows, cols", [
+    (2, (1, 2), slice(1, 4), slice(3, 6)),
+    (3, (1, 1), slice(2, 5), slice(2, 5)),
+    (1, (4, 0), slice(3, 6), slice(0, 2)),
+])
+def test_neighbourhood_of_a_downsampling_kernel_is_centred_on_pixel_times_stride(
+        stride, pixel, rows, cols):
+    image = np.arange(1.0, 65.0).reshape(8, 8)
+    window = visualize.neighbourhood(image, pixel, 1, 3, stride=stride)
+    cy, cx = pixel[0] * stride, pixel[1] * stride
+    assert window[1, 1] == image[cy, cx]
+    inside = window[window != 0]
+    np.testing.assert_array_equal(inside, image[rows, cols].ravel())
+
+
+def test_neighbourhood_rejects_upsampling_and_downsampling_at_once():
+    with pytest.raises(ValueError, match="scale_factor=2 and stride=2"):
+        visualize.neighbourhood(np.ones((4, 4)), (1, 1), 2, 3, stride=2)
+
+
+def test_source_pixel_of_an_upsampling_kernel_is_the_pixel_divided_by_the_scale():
+    assert visualize.source_pixel((5, 7), scale_factor=2) == (2, 3)
+
+
+def test_source_pixel_of_a_downsampling_kernel_is_the_pixel_times_the_stride():
+    assert visualize.source_pixel((5, 7), stride=3) == (15, 21)
+
+
+@pytest.mark.parametrize("argument, value", [("scale_factor", 0), ("stride", 1.5),
+                                             ("stride", True)])
+def test_source_pixel_rejects_a_factor_that_is_not_a_positive_integer(argument, value):
+    with pytest.raises(ValueError, match=f"`{argument}` must be an integer >= 1"):
+        visualize.source_pixel((1, 1), **{argument: value})
+
+
 def test_neighbourhood_is_zero_outside_the_image():
     window = visualize.neighbourhood(np.ones((4, 4)), (0, 0), 2, 5)
     assert window.shape == (5, 5)
@@ -351,6 +481,51 @@ def test_kernel_figure_draws_reference_kernels_with_a_legend(rng):
     fig = visualize.plot_kernels(_image(rng), kernels, [(3, 4), (5, 6)], 2,
                                  reference_kernels=reference)
     assert fig.axes[1].get_legend() is not None
+
+
+def _marker_positions(fig):
+    """(x, y) of the overview's pixel markers and of each panel's cross."""
+    overview = [tuple(np.ravel(line.get_data())) for line in fig.axes[0].get_lines()]
+    crosses = [tuple(np.ravel(ax.get_lines()[0].get_data())) for ax in fig.axes[1:]]
+    return overview, crosses
+
+
+def test_upsampling_kernel_figure_marks_output_pixels_at_their_half_pixel_centres(rng):
+    fig = visualize.plot_kernels(_image(rng), _uniform_kernels(16, 16, 3), [(5, 7)], 2)
+    overview, crosses = _marker_positions(fig)
+    # Output pixel (5, 7) at scale 2 lies at input (2.25, 3.25): a quarter pixel
+    # below and right of its source pixel (2, 3), the window's center tap (1, 1).
+    assert overview == [(3.25, 2.25)]
+    assert crosses == [(1.25, 1.25)]
+
+
+def test_downsampling_kernel_figure_marks_output_pixels_on_pixel_times_stride(rng):
+    fig = visualize.plot_kernels(_image(rng, 9, 9), _uniform_kernels(5, 5, 3), [(1, 3)],
+                                 stride=2)
+    overview, crosses = _marker_positions(fig)
+    assert overview == [(6.0, 2.0)]
+    assert crosses == [(1.0, 1.0)]
+
+
+def test_downsampling_kernel_figure_shows_the_window_centred_on_pixel_times_stride(rng):
+    image = _image(rng, 9, 9)
+    fig = visualize.plot_kernels(image, _uniform_kernels(5, 5, 5), [(2, 1)], stride=2)
+    np.testing.assert_array_equal(fig.axes[1].get_images()[0].get_array(),
+                                  image[2:7, 0:5])
+
+
+def test_downsampling_kernel_figure_draws_average_pooling_as_reference(rng):
+    kernels = _random_kernels(rng, 4, 4, 3)
+    reference = np.broadcast_to(visualize.average_pooling_kernel(2, 3), kernels.shape)
+    fig = visualize.plot_kernels(_image(rng), kernels, [(1, 2)], stride=2,
+                                 reference_kernels=reference, reference_label="average pooling")
+    legend = fig.axes[1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["average pooling"]
+
+
+def test_kernel_figure_rejects_scale_factor_and_stride_together(rng):
+    with pytest.raises(ValueError, match="either upsamples .* or downsamples"):
+        visualize.plot_kernels(_image(rng), _uniform_kernels(4, 4, 3), [(1, 1)], 2, stride=2)
 
 
 def test_entropy_figure_has_image_entropy_map_and_colour_bar(rng):

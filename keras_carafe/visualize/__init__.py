@@ -15,24 +15,29 @@ from keras_carafe.visualize.figures import (
     plot_overlays,
 )
 from keras_carafe.visualize.kernels import (
+    average_pooling_kernel,
     bilinear_kernel_map,
     bilinear_kernels,
     compose_kernels,
     edge_strength,
+    kernel_centroid,
     kernel_distance,
     kernel_entropy,
     mean_by_quantile,
     neighbourhood,
     shift_kernels,
+    source_pixel,
     strongest_tap,
 )
 
 __all__ = [
+    "average_pooling_kernel",
     "bilinear_kernel_map",
     "bilinear_kernels",
     "carafe_layers",
     "compose_kernels",
     "edge_strength",
+    "kernel_centroid",
     "kernel_distance",
     "kernel_entropy",
     "layer_kernels",
@@ -47,5 +52,6 @@ __all__ = [
     "plot_overlays",
     "share_inside",
     "shift_kernels",
+    "source_pixel",
     "strongest_tap",
 ]

@@ -9,7 +9,7 @@ show it.
 import numpy as np
 from matplotlib.figure import Figure
 
-from keras_carafe.visualize.kernels import kernel_entropy, neighbourhood
+from keras_carafe.visualize.kernels import kernel_entropy, neighbourhood, source_pixel
 
 # Colours that stay distinct on grey-scale images.
 _MARKER_COLOURS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4",
@@ -31,9 +31,13 @@ def _show_image(ax, image, **kwargs):
     ax.set_yticks([])
 
 
-def _input_position(pixel, scale_factor):
-    """Where an output pixel's center lies in input coordinates (half-pixel centers)."""
-    return tuple((p + 0.5) / scale_factor - 0.5 for p in pixel)
+def _input_position(pixel, scale_factor, stride=1):
+    """Where an output pixel's center lies in input coordinates.
+
+    Upsampling places output pixels with half-pixel centers; downsampling
+    (CARAFE++) centres output pixel `p` on input pixel `p * stride`.
+    """
+    return tuple(((p + 0.5) / scale_factor - 0.5) * stride for p in pixel)
 
 
 def _grid(n_axes, ncols, panel_size):
@@ -46,8 +50,8 @@ def _grid(n_axes, ncols, panel_size):
     return fig, list(axes[:n_axes])
 
 
-def plot_kernels(image, kernels, pixels, scale_factor, reference_kernels=None,
-                 reference_label="bilinear", title=None, panel_size=2.4):
+def plot_kernels(image, kernels, pixels, scale_factor=1, reference_kernels=None,
+                 reference_label="bilinear", title=None, panel_size=2.4, stride=1):
     """Draws the k x k reassembly kernels of chosen output pixels over their input windows.
 
     The first panel shows the whole input with a numbered marker at each
@@ -55,23 +59,35 @@ def plot_kernels(image, kernels, pixels, scale_factor, reference_kernels=None,
     with a filled disc per tap whose area is the tap's weight (and its value
     where it is at least 0.05), and a cross where the output pixel lies.
 
+    Works for both layers: pass `scale_factor` for `CARAFE` (upsampling)
+    kernels and `stride` for `CARAFEDownsample` (downsampling) kernels.
+
     Args:
         image: `(H, W)` or `(H, W, 3)` array in [0, 1] at the layer's input
             resolution (the image the input features were computed from).
-        kernels: `(H*s, W*s, k, k)` array, as `CARAFE.compute_kernels` for
-            one image and one group.
+        kernels: `(OH, OW, k, k)` array, as `compute_kernels` for one image
+            and one group: `(H*s, W*s, k, k)` when upsampling,
+            `(ceil(H/stride), ceil(W/stride), k, k)` when downsampling.
         pixels: list of output pixels `(row, col)`.
-        scale_factor: int, the layer's `s`.
+        scale_factor: int, the upsampling layer's `s` (1 when downsampling).
         reference_kernels: optional array shaped like `kernels` (e.g. from
-            `bilinear_kernel_map`), drawn as open circles for comparison.
+            `bilinear_kernel_map`, or `average_pooling_kernel` broadcast to
+            the kernels' shape), drawn as open circles for comparison.
         reference_label: legend text for `reference_kernels`.
         title: optional figure title.
         panel_size: inches per panel.
+        stride: int, the downsampling layer's stride (1 when upsampling).
 
     Returns:
         Figure with `1 + len(pixels)` axes.
+
+    Raises:
+        ValueError: `scale_factor` and `stride` both exceed 1, or either is
+            not an integer >= 1.
     """
     kernels = np.asarray(kernels)
+    # Validates the geometry before anything is drawn.
+    source_pixel((0, 0), scale_factor, stride)
     k = kernels.shape[-1]
     fig, axes = _grid(1 + len(pixels), None, panel_size)
     overview = axes[0]
@@ -80,12 +96,12 @@ def plot_kernels(image, kernels, pixels, scale_factor, reference_kernels=None,
     entropies = kernel_entropy(kernels[tuple(np.transpose(pixels))]) if pixels else []
     for i, (ax, pixel) in enumerate(zip(axes[1:], pixels)):
         colour = _MARKER_COLOURS[i % len(_MARKER_COLOURS)]
-        y, x = _input_position(pixel, scale_factor)
+        y, x = _input_position(pixel, scale_factor, stride)
         overview.plot(x, y, "o", ms=7, mfc="none", mec=colour, mew=2)
         overview.annotate(str(i + 1), (x, y), xytext=(4, 4), textcoords="offset points",
                           color=colour, fontsize=8, fontweight="bold")
 
-        _show_image(ax, neighbourhood(image, pixel, scale_factor, k))
+        _show_image(ax, neighbourhood(image, pixel, scale_factor, k, stride=stride))
         weights = kernels[pixel[0], pixel[1]]
         ky, kx = np.mgrid[0:k, 0:k]
         # Scatter sizes are areas in points^2: a weight of 1 fills the cell.
@@ -102,8 +118,8 @@ def plot_kernels(image, kernels, pixels, scale_factor, reference_kernels=None,
                 ax.text(wx, wy, f"{w:.2f}".lstrip("0"), ha="center", va="center",
                         fontsize=7, color="white")
         r = (k - 1) // 2
-        dy, dx = y - pixel[0] // scale_factor, x - pixel[1] // scale_factor
-        ax.plot(r + dx, r + dy, "x", color="white", ms=6, mew=1.5)
+        source_y, source_x = source_pixel(pixel, scale_factor, stride)
+        ax.plot(r + x - source_x, r + y - source_y, "x", color="white", ms=6, mew=1.5)
         ax.set_title(f"{i + 1}: ({pixel[0]}, {pixel[1]})  H={entropies[i]:.2f}",
                      fontsize=9, color=colour)
     if reference_kernels is not None and pixels:
@@ -121,7 +137,8 @@ def plot_kernel_entropy(image, entropy, kernel_size, title=None, panel_size=3.5)
 
     Args:
         image: `(H, W)` or `(H, W, 3)` array in [0, 1], at any resolution.
-        entropy: `(H*s, W*s)` array, e.g. `kernel_entropy(kernels)`.
+        entropy: `(OH, OW)` array over the layer's output pixels, e.g.
+            `kernel_entropy(kernels)`.
         kernel_size: int `k`, which sets the scale's maximum.
         title: optional figure title.
         panel_size: inches per panel.

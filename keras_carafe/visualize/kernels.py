@@ -1,9 +1,18 @@
-"""NumPy analysis of reassembly kernels: entropy, bilinear equivalents, composition.
+"""NumPy analysis of reassembly kernels: entropy, fixed equivalents, composition.
 
-All functions take kernels in the layout of `CARAFE.compute_kernels` for one
-image and one channel group: an array `(H*s, W*s, k, k)` whose entry
-`[oh, ow, ky, kx]` is the weight that output pixel `(oh, ow)` gives to input
-pixel `(oh // s + ky - r, ow // s + kx - r)`, with `r = (k - 1) // 2`.
+All functions take kernels in the layout of `compute_kernels` for one image
+and one channel group: an array `(OH, OW, k, k)` whose entry `[oh, ow, ky, kx]`
+is the weight that output pixel `(oh, ow)` gives to input pixel
+`(sy + ky - r, sx + kx - r)`, with `r = (k - 1) // 2` and `(sy, sx)` the
+output pixel's source pixel:
+
+- `CARAFE` (upsampling by `scale_factor = s`): `(oh // s, ow // s)`, and
+  `(OH, OW) = (H*s, W*s)`;
+- `CARAFEDownsample` (`stride = s`): `(oh * s, ow * s)`, and
+  `(OH, OW) = (ceil(H/s), ceil(W/s))`.
+
+Functions that need the source pixel take `scale_factor` and `stride`; a
+reassembly has at most one of them above 1.
 """
 
 import numpy as np
@@ -75,6 +84,35 @@ def bilinear_kernel_map(height, width, scale_factor, kernel_size=3):
     return phases[rows[:, None], cols[None, :]]
 
 
+def average_pooling_kernel(stride, kernel_size):
+    """Average pooling by `stride`, written as a downsampling reassembly kernel.
+
+    `AveragePooling2D(stride)` gives output pixel `(oh, ow)` the mean of the
+    `stride x stride` block that starts at input pixel
+    `(oh * stride, ow * stride)`: in the `CARAFEDownsample` layout, whose
+    window is centred on that pixel, the block's taps are at offsets
+    `0 .. stride - 1` right of and below the center. Drawn next to learned
+    kernels (broadcast to their shape), it is the fixed baseline.
+
+    Args:
+        stride: int >= 1.
+        kernel_size: odd int `k >= 2 * stride - 1`, so that the block fits.
+
+    Returns:
+        Array `(k, k)` summing to 1.
+    """
+    _, stride = _check_geometry(1, stride)
+    if (not isinstance(kernel_size, (int, np.integer)) or kernel_size % 2 == 0
+            or kernel_size < 2 * stride - 1):
+        raise ValueError(f"`kernel_size` must be an odd integer >= 2 * stride - 1 = "
+                         f"{2 * stride - 1} to hold a {stride}x{stride} block, "
+                         f"got {kernel_size}")
+    r = (kernel_size - 1) // 2
+    kernel = np.zeros((kernel_size, kernel_size))
+    kernel[r:r + stride, r:r + stride] = 1.0 / (stride * stride)
+    return kernel
+
+
 def _pull_back(weights, kernels, scale_factor):
     """Distributes weights on a layer's output over its input through its kernels."""
     s = scale_factor
@@ -126,22 +164,63 @@ def compose_kernels(kernels, scale_factors, pixel):
     return weights
 
 
-def neighbourhood(image, pixel, scale_factor, kernel_size):
+def _check_geometry(scale_factor=1, stride=1):
+    """Checks a reassembly's geometry: up by `scale_factor` or down by `stride`.
+
+    Returns:
+        `(scale_factor, stride)` as ints.
+
+    Raises:
+        ValueError: either is not an integer >= 1, or both exceed 1.
+    """
+    for name, value in (("scale_factor", scale_factor), ("stride", stride)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    if scale_factor > 1 and stride > 1:
+        raise ValueError(
+            "a reassembly either upsamples (`scale_factor` > 1, CARAFE) or downsamples "
+            f"(`stride` > 1, CARAFEDownsample): got scale_factor={scale_factor} and "
+            f"stride={stride}")
+    return int(scale_factor), int(stride)
+
+
+def source_pixel(pixel, scale_factor=1, stride=1):
+    """The input pixel on which an output pixel's k x k window is centred.
+
+    Args:
+        pixel: `(row, col)` of the output pixel.
+        scale_factor: int, the upsampling factor of a `CARAFE` layer (1 for
+            downsampling).
+        stride: int, the stride of a `CARAFEDownsample` layer (1 for
+            upsampling).
+
+    Returns:
+        `(row, col)` at input resolution: `pixel // scale_factor` when
+        upsampling, `pixel * stride` when downsampling.
+    """
+    scale_factor, stride = _check_geometry(scale_factor, stride)
+    return tuple(int(p) // scale_factor * stride for p in pixel)
+
+
+def neighbourhood(image, pixel, scale_factor, kernel_size, stride=1):
     """The k x k input window that one output pixel's kernel weights.
 
     Args:
         image: array `(H, W)` or `(H, W, C)` at input resolution.
         pixel: `(row, col)` of the output pixel.
-        scale_factor: int `s`.
+        scale_factor: int `s` of an upsampling layer; 1 with `stride`.
         kernel_size: odd int `k`.
+        stride: int, the stride of a downsampling layer (`CARAFEDownsample`);
+            1 (the default) for upsampling.
 
     Returns:
-        Array `(k, k)` or `(k, k, C)`, zero where the window leaves the image
-        (as CARAFE pads).
+        Array `(k, k)` or `(k, k, C)`, centred on `source_pixel(pixel,
+        scale_factor, stride)`, zero where the window leaves the image (as
+        the reassembly pads).
     """
     image = np.asarray(image)
     r = (kernel_size - 1) // 2
-    cy, cx = pixel[0] // scale_factor, pixel[1] // scale_factor
+    cy, cx = source_pixel(pixel, scale_factor, stride)
     pad = [(r, r), (r, r)] + [(0, 0)] * (image.ndim - 2)
     padded = np.pad(image, pad)
     return padded[cy:cy + kernel_size, cx:cx + kernel_size]
@@ -163,6 +242,30 @@ def strongest_tap(kernels):
     r = (k - 1) // 2
     flat = kernels.reshape(*kernels.shape[:-2], k * k).argmax(axis=-1)
     return flat // k - r, flat % k - r
+
+
+def kernel_centroid(kernels):
+    """The center of mass of every kernel, as an offset from the source pixel.
+
+    Where `strongest_tap` gives the single heaviest tap, this weighs all of
+    them: a kernel that leans towards one side of its window has its
+    centroid there, a symmetric one at `(0, 0)`.
+
+    Args:
+        kernels: array `(..., k, k)` of non-negative weights, each kernel
+            with a positive sum.
+
+    Returns:
+        `(dy, dx)`: float64 arrays of the leading shape `(...)`, in input
+        pixels, each in `[-r, r]`.
+    """
+    kernels = np.asarray(kernels, np.float64)
+    k = kernels.shape[-1]
+    offsets = np.arange(k) - (k - 1) // 2
+    total = kernels.sum(axis=(-2, -1))
+    dy = (kernels.sum(axis=-1) * offsets).sum(axis=-1) / total
+    dx = (kernels.sum(axis=-2) * offsets).sum(axis=-1) / total
+    return dy, dx
 
 
 def shift_kernels(kernels, offset):
