@@ -59,10 +59,10 @@ def problem(rng, direction, case, dtype, formulation="public"):
     expected = reference(features, kernels, factor, k, g)
     upstream = rng.uniform(-1, 1, expected.shape).astype(dtype)
 
-    def run(f, kk):
-        return fn(f, kk, factor, k, g, implementation="portable")
-
-    if formulation != "public":
+    if formulation == "public":
+        def run(f, kk):
+            return fn(f, kk, factor, k, g, implementation="portable")
+    else:
         run = _formulation(direction, factor, k, g, formulation)
 
     return run, features, kernels, upstream, expected, reference_grads(

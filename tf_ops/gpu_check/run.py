@@ -552,8 +552,6 @@ def run_benchmarks(torch, build_info):
             f"bwd kernels {bwd_k:.4f} ms ({row['gbps']['backward_kernels']} GB/s); "
             f"torch CARAFE fwd {torch_f:.3f} / fwd+bwd {torch_fb:.3f} ms; "
             f"bilinear {bil_f:.4f} / {bil_fb:.4f} ms; max |ours - torch| {agreement:.2e}")
-        del x, wt, dt, xb, f, wk, d, out, gf, gk
-        torch.cuda.empty_cache()
     return {"device": name, "peak_gbps": peak, "copy_gbps": round(copy_gbps, 1),
             "rows": rows}
 
