@@ -27,9 +27,7 @@ Options: `--shape N,H,W,C,S,K,G` (default 2,64,64,128,2,5,1), `--only NAME,...`.
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -37,6 +35,7 @@ import numpy as np
 from keras import ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keras_carafe.benchmark import arrays, median_ms  # noqa: E402
 from keras_carafe.ops import portable, validation  # noqa: E402
 from keras_carafe.ops.pixel_shuffle import depth_to_space, space_to_depth  # noqa: E402
 
@@ -104,16 +103,6 @@ CANDIDATES = {fn.__name__: fn for fn in (tap_sum, tap_sum_no_remat, tap_sum_grou
                                          rows_then_cols, depthwise_matmul)}
 
 
-def _median_ms(call, repeats=5):
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def _steps(fn, args, remat=True):
     """{runtime: (forward, forward+backward)} zero-argument callables on this backend."""
     features, kernels, upstream = args
@@ -171,11 +160,7 @@ def main():
     parser.add_argument("--only", default=",".join(CANDIDATES))
     args = parser.parse_args()
     n, h, w, c, s, k, g = (int(x) for x in args.shape.split(","))
-    rng = np.random.default_rng(0)
-    arrays = (rng.standard_normal((n, h, w, c), dtype=np.float32),
-              rng.random((n, h * s, w * s, g * k * k), dtype=np.float32),
-              rng.standard_normal((n, h * s, w * s, c), dtype=np.float32))
-    tensors = [ops.convert_to_tensor(a) for a in arrays]
+    tensors = [ops.convert_to_tensor(a) for a in arrays("upsample", (n, h, w, c, s, k, g))]
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, shape {args.shape}")
     print(f"{'formulation':<18} {'runtime':<14} {'fwd ms':>9} {'fwd+bwd ms':>11}")
     for name in args.only.split(","):
@@ -183,8 +168,9 @@ def main():
         for runtime, (forward, both) in _steps(
                 lambda a, b: fn(a, b, s, k, g), tensors,
                 remat=not name.endswith("_no_remat")).items():
-            print(f"{name:<18} {runtime:<14} {_median_ms(forward):>9.1f} "
-                  f"{_median_ms(both):>11.1f}", flush=True)
+            forward(), both()  # warm-up: compiles where the runtime compiles
+            print(f"{name:<18} {runtime:<14} {median_ms(forward, 5):>9.1f} "
+                  f"{median_ms(both, 5):>11.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ class Result:
     unavailable: str = ""
 
 
-def _arrays(direction, shape, seed=0):
+def arrays(direction, shape, seed=0):
+    """NumPy (features, kernels, upstream gradient) of one benchmark problem."""
     n, h, w, c, f, k, g = shape
     oh, ow = (h * f, w * f) if direction == "upsample" else (-(-h // f), -(-w // f))
     rng = np.random.default_rng(seed)
@@ -71,7 +72,8 @@ def _reassembly(direction):
     return carafe if direction == "upsample" else carafe_downsample
 
 
-def _median_ms(call, repeats):
+def median_ms(call, repeats):
+    """Median wall time of `repeats` calls of `call`, in milliseconds."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -127,7 +129,7 @@ def _tf_measure(fn, args, device, repeats):
     fn(*args).numpy()
     peak = tf.config.experimental.get_memory_info(memory_device)["peak"] - before
     # The scalar's transfer waits for the device.
-    return _median_ms(lambda: fn(*args).numpy(), repeats), peak / 2**20
+    return median_ms(lambda: fn(*args).numpy(), repeats), peak / 2**20
 
 
 def tensorflow_devices(cpu_only=False):
@@ -145,7 +147,7 @@ def _run_tensorflow(cases, dtype, devices, repeats):
     for device in devices:
         for direction, shape in cases:
             with tf.device(device):
-                args = [tf.cast(tf.constant(a), dtype) for a in _arrays(direction, shape)]
+                args = [tf.cast(tf.constant(a), dtype) for a in arrays(direction, shape)]
                 for implementation, runtime, backend in ROWS:
                     if backend != "tensorflow":
                         continue
@@ -184,7 +186,7 @@ def _run_jax(cases, dtype, repeats):
         reassemble = _reassembly(direction)
         result = Result("CPU:0", direction, tuple(shape), dtype, "portable", "JAX jit")
         try:
-            args = [jnp.asarray(a, dtype) for a in _arrays(direction, shape)]
+            args = [jnp.asarray(a, dtype) for a in arrays(direction, shape)]
 
             def forward(features, kernels, upstream):
                 # The output itself: a sum here would fuse into the reassembly
@@ -203,7 +205,7 @@ def _run_jax(cases, dtype, repeats):
             for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
                 compiled = jax.jit(fn).lower(*args).compile()
                 jax.block_until_ready(compiled(*args))
-                ms = _median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats)
+                ms = median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats)
                 setattr(result, f"{name}_ms", ms)
                 setattr(result, f"{name}_peak_mib", _xla_mib(compiled))
         except Exception as err:  # noqa: BLE001 - every failure becomes a row

@@ -161,13 +161,12 @@ def _build_into(plan, workdir):
     src = toolchain.source_dir()
     objects = {name: workdir / f"{name}.o" for name in ("ops", "kernels", "cuda")}
     logs = {name: [] for name in objects}
-    glue_flags = plan.cuda_glue_flags if plan.cuda is not None else ()
     with ThreadPoolExecutor(max_workers=3) as pool:
         jobs = {
             "ops": pool.submit(_compile_host, plan, src / "carafe_ops.cc", objects["ops"],
                                (), logs["ops"]),
             "kernels": pool.submit(_compile_host, plan, src / "carafe_kernels.cc",
-                                   objects["kernels"], glue_flags, logs["kernels"]),
+                                   objects["kernels"], plan.cuda_glue_flags, logs["kernels"]),
         }
         if plan.cuda is not None:
             jobs["cuda"] = pool.submit(_compile_cuda, plan, src / "carafe_cuda.cu",

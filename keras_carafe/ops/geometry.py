@@ -35,11 +35,6 @@ class Geometry:
         return self.direction == UPSAMPLE
 
     @property
-    def factor_name(self):
-        """The argument that holds `factor` in the public functions."""
-        return "scale_factor" if self.upsampling else "stride"
-
-    @property
     def radius(self):
         return (self.kernel_size - 1) // 2
 
