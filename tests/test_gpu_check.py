@@ -1,4 +1,4 @@
-"""The standalone GPU check (tf_ops/gpu_check): its build, its C entry points and
+"""The standalone GPU check (tools/gpu_check): its build, its C entry points and
 its refusal to pass without a GPU. The kernels themselves run only on a GPU."""
 
 import ctypes
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RUN = REPO / "tf_ops" / "gpu_check" / "run.py"
+RUN = REPO / "tools" / "gpu_check" / "run.py"
 
 needs_nvcc = pytest.mark.skipif(
     shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").is_file(),

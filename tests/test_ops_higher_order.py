@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from carafe_reference import (carafe_downsample_reference, carafe_downsample_reference_grads,
                               carafe_reference, carafe_reference_grads)
-from keras_carafe.library import gradients, load
+from keras_carafe.backend.tensorflow import gradients, library
 from keras_carafe.ops import carafe, carafe_downsample
 
 # (direction, batch, height, width, channels, scale factor or stride, kernel_size, group_size)
@@ -57,7 +57,7 @@ def reference_grads(case, grad_output, features, kernels):
 def backward_op(case):
     """The compiled backward op of `case`, with its attributes bound."""
     direction, _, _, _, _, f, k, g = case
-    module = load.load().module
+    module = library.load().module
     if direction == "up":
         return lambda *args: module.keras_carafe_reassemble_grad(
             *args, scale_factor=f, kernel_size=k, group_size=g)
@@ -275,7 +275,7 @@ def test_backward_op_gradient_takes_a_missing_upstream_as_zero(rng, missing):
     features, kernels, grad_output = problem(rng, case)
     u = None if missing in ("features", "both") else rng.uniform(-1, 1, features.shape)
     v = None if missing in ("kernels", "both") else rng.uniform(-1, 1, kernels.shape)
-    spec = next(spec for spec in gradients.bilinear_ops(load.load().module)
+    spec = next(spec for spec in gradients.bilinear_ops(library.load().module)
                 if spec.backward_type == "KerasCarafeReassembleGrad")
     gradient_function = gradients.backward_gradient(spec)
 

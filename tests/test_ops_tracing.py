@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from carafe_reference import carafe_reference, carafe_reference_grads, random_inputs
-from keras_carafe.library import load
+from keras_carafe.backend.tensorflow import library
 from keras_carafe.ops import carafe
-from keras_carafe.ops.tensorflow import choice
+from keras_carafe.ops import implementation
 
 IMPLEMENTATIONS = ("op", "fallback", "portable")
 OP_TYPE = "KerasCarafeReassemble"
@@ -113,7 +113,7 @@ def test_op_shape_function_takes_output_size_from_kernels_when_features_are_unkn
 ])
 def test_raw_op_in_a_graph_rejects_inconsistent_static_shapes_when_tracing(features, kernels,
                                                                            message):
-    raw = load.load().module.keras_carafe_reassemble
+    raw = library.load().module.keras_carafe_reassemble
 
     @tf.function
     def reassemble(f, k):
@@ -210,10 +210,10 @@ def test_fallback_graph_contains_no_custom_op():
 
 
 def test_auto_uses_the_custom_op_when_it_loads():
-    library = load.load()
-    if tf.config.list_logical_devices("GPU") and not library.cuda_usable:
+    loaded = library.load()
+    if tf.config.list_logical_devices("GPU") and not loaded.cuda_usable:
         pytest.skip(f"a GPU is visible but the op's CUDA kernels cannot run "
-                    f"({library.cuda_status}), so 'auto' rightly picks the fallback")
+                    f"({loaded.cuda_status}), so 'auto' rightly picks the fallback")
     assert OP_TYPE in op_types(carafe_function("auto"), *SIGNATURE)
 
 
@@ -241,10 +241,10 @@ def op_unavailable(monkeypatch):
     """Makes the compiled op unloadable in this process, with a fresh warning state."""
 
     def fail():
-        raise load.OpUnavailableError("BuildError: simulated for the test")
+        raise library.OpUnavailableError("BuildError: simulated for the test")
 
-    monkeypatch.setattr(load, "load", fail)
-    monkeypatch.setattr(choice, "_warned_fallback", False)
+    monkeypatch.setattr(library, "load", fail)
+    monkeypatch.setattr(implementation, "_warned", set())
 
 
 def test_auto_without_the_op_falls_back_with_one_runtime_warning_per_process(rng,
@@ -263,5 +263,5 @@ def test_auto_without_the_op_falls_back_with_one_runtime_warning_per_process(rng
 
 def test_op_without_the_op_raises_the_reason(rng, op_unavailable):
     features, kernels = inputs(rng)
-    with pytest.raises(load.OpUnavailableError, match="simulated for the test"):
+    with pytest.raises(library.OpUnavailableError, match="simulated for the test"):
         carafe(features, kernels, S, K, G, implementation="op")

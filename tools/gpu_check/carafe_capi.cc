@@ -6,7 +6,7 @@
 // returns nullptr on success or the error message.
 #include <cstdint>
 
-#include "../carafe_cuda.h"
+#include "carafe_cuda.h"
 
 namespace {
 

@@ -6,8 +6,8 @@
 // message: an invalid geometry, or the CUDA error of the launch. Every output
 // element is written by exactly one thread that sums in a fixed order, so
 // results do not depend on scheduling.
-#ifndef KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
-#define KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
+#ifndef KERAS_CARAFE_CSRC_KERNELS_CARAFE_CUDA_H_
+#define KERAS_CARAFE_CSRC_KERNELS_CARAFE_CUDA_H_
 
 #include "carafe_geometry.h"
 
@@ -38,8 +38,9 @@ extern "C" {
 //               "kernel_image": true, "error": ""}]}
 // kernel_image says whether a kernel of this library can run on that device
 // (machine code for it, or PTX its driver can compile). Libraries built
-// without CUDA return {"built": false}.
-const char* keras_carafe_cuda_probe();
+// without CUDA link carafe_no_cuda.cc instead, which returns {"built": false}.
+// Exported from every library, whatever its symbol visibility.
+__attribute__((visibility("default"))) const char* keras_carafe_cuda_probe();
 }
 
-#endif  // KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
+#endif  // KERAS_CARAFE_CSRC_KERNELS_CARAFE_CUDA_H_

@@ -16,8 +16,8 @@
 // scale x scale output pixels that all read the neighbourhood of that centre.
 //   upsampling (CARAFE):     stride = 1, out = in * scale,         cy(oh) = oh / scale
 //   downsampling (CARAFE++): scale = 1,  out = ceil(in / stride),  cy(oh) = oh * stride
-#ifndef KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
-#define KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
+#ifndef KERAS_CARAFE_CSRC_KERNELS_CARAFE_GEOMETRY_H_
+#define KERAS_CARAFE_CSRC_KERNELS_CARAFE_GEOMETRY_H_
 
 #include <cstdint>
 
@@ -95,9 +95,8 @@ inline const char* GeometryError(const CarafeGeometry& g) {
 // pointers so that callers need no CUDA headers.
 enum class ScalarKind { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
-// The ScalarKind of an element type. float and double are declared here; the
-// caller declares its 16-bit types (bit patterns of IEEE half and bfloat16),
-// which the CPU kernels widen a vector at a time.
+// The ScalarKind of an element type. float and double are declared here; each
+// framework's glue declares its own 16-bit types (IEEE half and bfloat16).
 template <typename T>
 struct KindOf;
 template <>
@@ -111,4 +110,4 @@ struct KindOf<double> {
 
 }  // namespace keras_carafe
 
-#endif  // KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
+#endif  // KERAS_CARAFE_CSRC_KERNELS_CARAFE_GEOMETRY_H_

@@ -1,0 +1,58 @@
+"""The JAX backend: the compiled kernels as XLA FFI handlers, and the portable path (see
+`keras_carafe.backend` for the contract)."""
+
+import jax
+
+from keras_carafe.backend.jax import compiled, library, portable
+from keras_carafe.ops import implementation as names
+from keras_carafe.ops.implementation import export_format  # noqa: F401
+
+NAME = "jax"
+IMPLEMENTATIONS = ("op", "portable")
+
+
+def _platform_problem(loaded):
+    """Why the compiled kernels cannot run on JAX's default device, or None."""
+    platform = jax.default_backend()
+    if platform == "cpu":
+        return None
+    if platform == "gpu" and "cuda" in loaded.module.platforms:
+        if loaded.cuda_usable:
+            return None
+        return f"JAX runs on a GPU but the compiled CUDA kernels cannot run: {loaded.cuda_status}"
+    if platform == "gpu":
+        return (f"JAX runs on a GPU but the library has no CUDA kernels "
+                f"({loaded.report.cuda_skipped or 'built without CUDA'})")
+    return f"the compiled kernels run on CPUs and CUDA GPUs, not on JAX's {platform!r} backend"
+
+
+def choose(implementation):
+    if implementation == "portable" or names.exporting():
+        return "portable"
+    try:
+        loaded = library.load()
+    except library.OpUnavailableError as err:
+        if implementation == "op":
+            raise
+        reason = f"the compiled kernels are unavailable ({err})"
+    else:
+        reason = _platform_problem(loaded)
+        if reason is None:
+            return "op"
+        if implementation == "op":
+            raise library.OpUnavailableError(reason)
+    names.warn_once(
+        "jax-portable",
+        f"keras_carafe: CARAFE runs on the portable path because {reason}. It is exact but "
+        f"slower and uses more memory; run `python -m keras_carafe build` to see the build log.")
+    return "portable"
+
+
+def reassemble(chosen, geometry, features, kernels, shapes_known):
+    if chosen == "op":
+        return compiled.reassemble(geometry, features, kernels)
+    return portable.reassemble(geometry, features, kernels)
+
+
+def supports_jit(implementation):
+    return True
