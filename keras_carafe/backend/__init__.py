@@ -12,6 +12,9 @@ Keras backends without a module of their own) each provide:
 - `reassemble(chosen, geometry, features, kernels, shapes_known)`: runs the
   chosen implementation on inputs that `keras_carafe.ops.validation` checked
   (`shapes_known` is False where some size is only known at run time).
+- `local_similarity(chosen, geometry, queries, keys, shapes_known)`: the same
+  for `keras_carafe.ops.local_similarity` (checked by
+  `keras_carafe.ops.similarity`), with the reassembly's kernels.
 - `supports_jit(implementation)`: whether Keras may compile a layer using
   this implementation (`jit_compile`).
 - `export_format()`: the `model.export` format being traced, or None (see

@@ -3,7 +3,7 @@ path only."""
 
 import keras
 
-from keras_carafe.ops import portable
+from keras_carafe.ops import portable, portable_similarity
 from keras_carafe.ops.implementation import export_format  # noqa: F401
 
 NAME = keras.backend.backend()
@@ -16,6 +16,10 @@ def choose(implementation):
 
 def reassemble(chosen, geometry, features, kernels, shapes_known):
     return portable.reassemble(geometry, features, kernels)
+
+
+def local_similarity(chosen, geometry, queries, keys, shapes_known):
+    return portable_similarity.local_similarity(geometry, queries, keys)
 
 
 def supports_jit(implementation):

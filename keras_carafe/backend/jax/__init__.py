@@ -54,5 +54,11 @@ def reassemble(chosen, geometry, features, kernels, shapes_known):
     return portable.reassemble(geometry, features, kernels)
 
 
+def local_similarity(chosen, geometry, queries, keys, shapes_known):
+    if chosen == "op":
+        return compiled.local_similarity(geometry, queries, keys)
+    return portable.local_similarity(geometry, queries, keys)
+
+
 def supports_jit(implementation):
     return True

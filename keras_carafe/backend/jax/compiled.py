@@ -257,6 +257,14 @@ def reassemble(geometry, features, kernels):
     return forward(features, kernels, **attributes(geometry))
 
 
+def local_similarity(geometry, queries, keys):
+    """The local similarity (`keras_carafe.ops.similarity`): the kernels gradient with the
+    queries as the output gradient and the keys as the features."""
+    loaded = library.load()
+    _register_once(loaded.module.platforms)
+    return kernels_grad(queries, keys, **attributes(geometry))
+
+
 @functools.lru_cache(maxsize=None)
 def _register_once(platforms):
     register_lowerings(platforms)

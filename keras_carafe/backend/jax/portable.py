@@ -16,7 +16,7 @@ import functools
 
 import jax
 
-from keras_carafe.ops import portable
+from keras_carafe.ops import portable, portable_similarity
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,3 +26,13 @@ def _compiled(geometry):
 
 def reassemble(geometry, features, kernels):
     return _compiled(geometry)(features, kernels)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_similarity(geometry):
+    return jax.jit(jax.checkpoint(functools.partial(portable_similarity.local_similarity,
+                                                    geometry, fused=True)))
+
+
+def local_similarity(geometry, queries, keys):
+    return _compiled_similarity(geometry)(queries, keys)

@@ -7,12 +7,13 @@ import tensorflow as tf
 
 from keras_carafe.backend.tensorflow import checks, compiled, fallback
 from keras_carafe.backend.tensorflow.choice import choose, export_format, in_xla_context
-from keras_carafe.ops import portable
+from keras_carafe.ops import portable, portable_similarity
 
 NAME = "tensorflow"
 IMPLEMENTATIONS = ("op", "fallback", "portable")
 
-__all__ = ["IMPLEMENTATIONS", "NAME", "choose", "export_format", "reassemble", "supports_jit"]
+__all__ = ["IMPLEMENTATIONS", "NAME", "choose", "export_format", "local_similarity", "reassemble",
+           "supports_jit"]
 
 
 @tf.autograph.experimental.do_not_convert
@@ -31,6 +32,23 @@ def reassemble(chosen, geometry, features, kernels, shapes_known):
     features, kernels, asserts = checks.with_runtime_checks(geometry, features, kernels)
     with tf.control_dependencies(asserts):
         return run(geometry, features, kernels)
+
+
+@tf.autograph.experimental.do_not_convert
+def local_similarity(chosen, geometry, queries, keys, shapes_known):
+    if chosen == "op":
+        # The op's kernels check every shape at run time.
+        return compiled.local_similarity(geometry, queries, keys)
+    if chosen == "fallback":
+        run = fallback.local_similarity
+    else:
+        run = functools.partial(portable_similarity.local_similarity, fused=in_xla_context())
+
+    if shapes_known:
+        return run(geometry, queries, keys)
+    queries, keys, asserts = checks.with_similarity_checks(geometry, queries, keys)
+    with tf.control_dependencies(asserts):
+        return run(geometry, queries, keys)
 
 
 def supports_jit(implementation):

@@ -1,7 +1,8 @@
 """Run-time shape checks for TensorFlow graphs traced with unknown sizes.
 
-The compiled op's kernels check shapes themselves; the fallback and the
-portable path get these assertions in front of them.
+The compiled ops' kernels check shapes themselves; the fallback and the
+portable path get these assertions in front of them (the reassemblies and
+the local similarity).
 """
 
 import tensorflow as tf
@@ -34,4 +35,25 @@ def with_runtime_checks(geometry, features, kernels):
         tf.debugging.assert_equal(ks[1:3], expected, message=spatial),
         tf.debugging.assert_equal(
             ks[0], fs[0], message="`kernels` batch must equal `features` batch"),
+    ]
+
+
+def with_similarity_checks(geometry, queries, keys):
+    """Returns (queries, keys, asserts) checking what was unknown at trace time, for the
+    local similarity (`keras_carafe.ops.similarity`)."""
+    queries = tf.ensure_shape(queries, [None] * 4, name="queries_must_have_rank_4")
+    keys = tf.ensure_shape(keys, [None] * 4, name="keys_must_have_rank_4")
+    qs, ks = tf.shape(queries), tf.shape(keys)
+    g, s = geometry.group_size, geometry.factor
+    return queries, keys, [
+        tf.debugging.assert_equal(
+            qs[3], ks[3], message="`queries` channels must equal `keys` channels"),
+        tf.debugging.assert_equal(
+            ks[3] % g, 0, message=f"`keys` channels must be divisible by group_size={g}"),
+        tf.debugging.assert_equal(
+            qs[1:3], ks[1:3] * s,
+            message=f"`queries` spatial size must be scale_factor={s} times the keys spatial "
+                    f"size"),
+        tf.debugging.assert_equal(
+            qs[0], ks[0], message="`queries` batch must equal `keys` batch"),
     ]

@@ -12,3 +12,9 @@ def reassemble(geometry, features, kernels):
     return module.keras_carafe_downsample(
         features, kernels, stride=geometry.factor, kernel_size=geometry.kernel_size,
         group_size=geometry.group_size)
+
+
+def local_similarity(geometry, queries, keys):
+    return library.load().module.keras_carafe_local_similarity(
+        queries, keys, scale_factor=geometry.factor, kernel_size=geometry.kernel_size,
+        group_size=geometry.group_size)

@@ -1,5 +1,5 @@
-"""Pure-TensorFlow reassembly (`tf.image.extract_patches`): the fastest path without the
-compiled op in TensorFlow graphs that XLA does not compile."""
+"""Pure-TensorFlow reassembly and local similarity (`tf.image.extract_patches`): the
+fastest path without the compiled op in TensorFlow graphs that XLA does not compile."""
 
 import tensorflow as tf
 
@@ -58,3 +58,55 @@ def _reassemble(geometry, features, kernels):
     if geometry.upsampling and geometry.factor > 1:
         out = tf.nn.depth_to_space(out, geometry.factor)
     return tf.cast(out, features.dtype)
+
+
+# --- the local similarity ---------------------------------------------------------------
+
+
+def local_similarity(geometry, queries, keys):
+    """The local similarity (`keras_carafe.ops.similarity`) with standard TF ops."""
+    size = keys.shape.num_elements()
+    query_size = queries.shape.num_elements()
+    if size is not None and query_size is not None:
+        out = (_similarity(geometry, queries, keys) if size and query_size
+               else _empty_similarity(geometry, queries, keys))
+    else:
+        # As in `reassemble`: ExtractImagePatches has no gradient on empty inputs.
+        out = tf.cond(tf.logical_and(tf.size(keys) > 0, tf.size(queries) > 0),
+                      lambda: _similarity(geometry, queries, keys),
+                      lambda: _empty_similarity(geometry, queries, keys))
+    n, h, w, _ = queries.shape
+    out.set_shape([n, h, w, geometry.kernel_channels])
+    return out
+
+
+def _empty_similarity(geometry, queries, keys):
+    qs = tf.shape(queries)
+    zero = tf.reduce_sum(queries) * 0 + tf.reduce_sum(keys) * 0
+    return tf.zeros([qs[0], qs[1], qs[2], geometry.kernel_channels], queries.dtype) + zero
+
+
+def _similarity(geometry, queries, keys):
+    """Cells as in `_reassemble`: the k x k keys around each key pixel are gathered once
+    and compared with the s*s queries that read them."""
+    k, g, r, s = geometry.kernel_size, geometry.group_size, geometry.radius, geometry.factor
+    compute_dtype = tf.float64 if queries.dtype == tf.float64 else tf.float32
+    q = tf.cast(queries, compute_dtype)
+    keys_padded = tf.pad(tf.cast(keys, compute_dtype), [[0, 0], [r, r], [r, r], [0, 0]])
+    # (N, H, W, k*k*C) in (ky, kx, c) order.
+    patches = tf.image.extract_patches(
+        keys_padded, sizes=[1, k, k, 1], strides=[1, 1, 1, 1], rates=[1, 1, 1, 1],
+        padding="VALID")
+    shape = tf.shape(patches)
+    n, h, w = shape[0], shape[1], shape[2]
+    c = tf.shape(keys)[3]
+    patches = tf.reshape(patches, [n, h, w, k * k, g, c // g])
+    if s > 1:
+        # (N, H, W, s*s*C): the queries of the s*s outputs of each key pixel.
+        q = tf.nn.space_to_depth(q, s)
+    q = tf.reshape(q, [n, h, w, s * s, g, c // g])
+    out = tf.einsum("nhwpgc,nhwqgc->nhwpgq", q, patches)
+    out = tf.reshape(out, [n, h, w, s * s * g * k * k])
+    if s > 1:
+        out = tf.nn.depth_to_space(out, s)
+    return tf.cast(out, queries.dtype)

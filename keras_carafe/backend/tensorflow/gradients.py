@@ -1,6 +1,7 @@
 """Gradients of the compiled ops, to any order.
 
-Both the reassembly (upsampling) and the downsampling are bilinear maps
+The reassembly (upsampling), the downsampling and the local similarity
+(`queries` and `keys` in the places of `features` and `kernels`) are bilinear maps
 `out = A(features, kernels)`, and each backward op returns the two adjoints
 `(A_kernels^T dy, A_features^T dy)`, which are bilinear in `(dy, kernels)` and
 `(dy, features)`. The derivatives of the backward op are therefore again
@@ -34,7 +35,10 @@ def bilinear_ops(module):
     pairs = [("KerasCarafeReassemble", "keras_carafe_reassemble",
               ("scale_factor", "kernel_size", "group_size")),
              ("KerasCarafeDownsample", "keras_carafe_downsample",
-              ("stride", "kernel_size", "group_size"))]
+              ("stride", "kernel_size", "group_size")),
+             # The local similarity is bilinear in (queries, keys) too.
+             ("KerasCarafeLocalSimilarity", "keras_carafe_local_similarity",
+              ("scale_factor", "kernel_size", "group_size"))]
     return [
         BilinearOp(op_type, op_type + "Grad", getattr(module, name),
                    getattr(module, name + "_grad"), attrs)

@@ -5,7 +5,7 @@ import torch
 
 from keras_carafe.backend.torch import compiled, library
 from keras_carafe.ops import implementation as names
-from keras_carafe.ops import portable
+from keras_carafe.ops import portable, portable_similarity
 
 NAME = "torch"
 IMPLEMENTATIONS = ("op", "portable")
@@ -62,6 +62,12 @@ def reassemble(chosen, geometry, features, kernels, shapes_known):
     if chosen == "op":
         return compiled.reassemble(geometry, features, kernels)
     return portable.reassemble(geometry, features, kernels)
+
+
+def local_similarity(chosen, geometry, queries, keys, shapes_known):
+    if chosen == "op":
+        return compiled.local_similarity(geometry, queries, keys)
+    return portable_similarity.local_similarity(geometry, queries, keys)
 
 
 def supports_jit(implementation):

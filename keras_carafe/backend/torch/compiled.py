@@ -71,3 +71,11 @@ def reassemble(geometry, features, kernels):
     if torch.compiler.is_compiling():
         return _operator("forward")(features, kernels, *attributes(geometry))
     return FUNCTIONS.forward(features, kernels, *attributes(geometry))
+
+
+def local_similarity(geometry, queries, keys):
+    """The local similarity: the kernels gradient with the queries as the output gradient
+    and the keys as the features (`keras_carafe.ops.similarity`)."""
+    if torch.compiler.is_compiling():
+        return _operator("kernels_grad")(queries, keys, *attributes(geometry))
+    return FUNCTIONS.kernels_grad(queries, keys, *attributes(geometry))
