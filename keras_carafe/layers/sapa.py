@@ -124,19 +124,6 @@ class SAPA(keras.layers.Layer):
                                                kernel_regularizer, bias_regularizer,
                                                kernel_constraint, bias_constraint)
 
-        def norm(name):
-            return keras.layers.LayerNormalization(axis=-1, epsilon=self.epsilon, name=name,
-                                                   dtype=self.dtype_policy)
-
-        def projection(name):
-            return keras.layers.Dense(self.embedding_channels, use_bias=use_bias, name=name,
-                                      dtype=self.dtype_policy, **self._settings)
-
-        self.encoder_norm = norm("encoder_norm")
-        self.decoder_norm = norm("decoder_norm")
-        self.query = projection("query")
-        self.key = projection("key")
-
     def build(self, encoder_feature_shape, decoder_feature_shape):
         encoder = support.check_rank_and_channels(self, "encoder_feature", encoder_feature_shape)
         decoder = support.check_rank_and_channels(self, "decoder_feature", decoder_feature_shape)
@@ -146,20 +133,56 @@ class SAPA(keras.layers.Layer):
                 f"({self.group_size}): each group of channels is reassembled with its own "
                 f"kernels")
         support.check_pair_shapes(self, encoder, decoder, self.scale_factor)
-        self.encoder_norm.build((None, None, None, encoder[3]))
-        self.decoder_norm.build((None, None, None, decoder[3]))
-        self.query.build((None, None, None, encoder[3]))
-        self.key.build((None, None, None, decoder[3]))
+        e, settings = self.embedding_channels, self._settings
+
+        def weight(name, shape, kind):
+            if kind == "gain" or kind == "shift":
+                return self.add_weight(name=name, shape=shape,
+                                       initializer="ones" if kind == "gain" else "zeros")
+            return self.add_weight(name=name, shape=shape,
+                                   initializer=settings[f"{kind}_initializer"],
+                                   regularizer=settings[f"{kind}_regularizer"],
+                                   constraint=settings[f"{kind}_constraint"])
+
+        # The official LayerNorm gains and biases, and the linear projections.
+        self.encoder_gamma = weight("encoder_gamma", (encoder[3],), "gain")
+        self.encoder_beta = weight("encoder_beta", (encoder[3],), "shift")
+        self.decoder_gamma = weight("decoder_gamma", (decoder[3],), "gain")
+        self.decoder_beta = weight("decoder_beta", (decoder[3],), "shift")
+        self.query_kernel = weight("query_kernel", (encoder[3], e), "kernel")
+        self.key_kernel = weight("key_kernel", (decoder[3], e), "kernel")
+        self.query_bias = weight("query_bias", (e,), "bias") if self.use_bias else None
+        self.key_bias = weight("key_bias", (e,), "bias") if self.use_bias else None
 
     def _inputs(self, encoder_feature, decoder_feature):
         encoder = support.to_channels_last(encoder_feature, self.data_format)
         decoder = support.to_channels_last(decoder_feature, self.data_format)
         return support.checked_pair(self, encoder, decoder, self.scale_factor)
 
+    def _normalize(self, x, gamma, beta):
+        """LayerNorm over the channels, in float32 for 16-bit inputs. Written out with sums:
+        Keras's LayerNormalization and `ops.mean` compute float64 in float32 on JAX and
+        PyTorch."""
+        dtype = validation.dtype_name(x)
+        x = ops.cast(x, "float64" if dtype == "float64" else "float32")
+        channels = x.shape[-1]
+        centred = x - ops.sum(x, axis=-1, keepdims=True) / channels
+        variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / channels
+        normed = centred * ops.rsqrt(variance + self.epsilon)
+        return ops.cast(normed * ops.cast(gamma, x.dtype) + ops.cast(beta, x.dtype), dtype)
+
+    def _project(self, x, kernel, bias):
+        """The linear projection over the channels (an einsum: Keras's matmul computes
+        float64 in float32 on PyTorch)."""
+        out = ops.einsum("nhwc,ce->nhwe", x, ops.cast(kernel, x.dtype))
+        return out if bias is None else out + ops.cast(bias, x.dtype)
+
     def _kernels(self, encoder, decoder):
         """Normalized kernels (N, H*s, W*s, G*k*k) in the compute dtype."""
-        queries = self.query(self.encoder_norm(encoder))
-        keys = self.key(self.decoder_norm(decoder))
+        queries = self._project(self._normalize(encoder, self.encoder_gamma, self.encoder_beta),
+                                self.query_kernel, self.query_bias)
+        keys = self._project(self._normalize(decoder, self.decoder_gamma, self.decoder_beta),
+                             self.key_kernel, self.key_bias)
         similarity = local_similarity(queries, keys, self.scale_factor, self.kernel_size,
                                       self.group_size, implementation=self.implementation)
         return support.softmax_logits(similarity, self.group_size, self.kernel_size ** 2,
