@@ -54,7 +54,8 @@ def bilinear_sample(features, x, y, group_size):
 
     def corner(rows, cols, weight):
         index = ((batch + rows) * w + cols) * g + group  # (N, OH, OW, G)
-        return ops.take(table, index, axis=0) * weight[..., None]  # (N, OH, OW, G, C/G)
+        # expand_dims, not `[..., None]`: LiteRT's builtin slice has no new axes.
+        return ops.take(table, index, axis=0) * ops.expand_dims(weight, -1)  # (N, OH, OW, G, C/G)
 
     out = (corner(y0, x0, (1 - fx) * (1 - fy)) + corner(y0, x1, fx * (1 - fy))
            + corner(y1, x0, (1 - fx) * fy) + corner(y1, x1, fx * fy))
