@@ -1,4 +1,4 @@
-"""Command line: `python -m keras_carafe {demo,build,bench} ...`."""
+"""Command line: `python -m keras_carafe {demo,build,bench,bench-family} ...`."""
 
 import argparse
 import importlib.util
@@ -174,6 +174,14 @@ def main(argv=None):
     bench_parser.add_argument("--cpu-only", action="store_true", help="skip GPUs")
     bench_parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench_parser.set_defaults(handler=_bench)
+
+    from keras_carafe import family_benchmark
+
+    family_parser = commands.add_parser(
+        "bench-family", help="time FADE, SAPA, DySample and the local similarity against "
+                             "CARAFE and bilinear upsampling")
+    family_benchmark.add_arguments(family_parser)
+    family_parser.set_defaults(handler=family_benchmark.main)
 
     args = parser.parse_args(argv)
     return args.handler(args)
