@@ -95,10 +95,11 @@ def _bench(args):
     if args.backend:
         results = _bench_one_backend(args)
     else:
-        results = [row for backend in ("tensorflow", "jax")
+        results = [row for backend in benchmark.BACKENDS
                    for row in _bench_in_child(args, backend)]
     print(f"median of {args.repeats} runs after one warm-up; memory = TensorFlow allocator "
-          f"peak above the inputs (TF rows) or XLA buffer assignment (JAX rows)", flush=True)
+          f"peak above the inputs (TF rows), XLA buffer assignment (JAX rows) or PyTorch "
+          f"allocator peak above the inputs (PyTorch rows)", flush=True)
     print(benchmark.format_table(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -165,7 +166,7 @@ def main(argv=None):
         metavar="N,H,W,C,S,K,G",
         help="a downsampling problem (repeatable; S = stride); default: 2,128,128,128,2,5,1")
     bench_parser.add_argument(
-        "--backend", choices=["tensorflow", "jax"],
+        "--backend", choices=["tensorflow", "jax", "torch"],
         help="measure only this backend's rows, in this process (default: both, each in a "
              "child process)")
     bench_parser.add_argument("--dtype", default="float32",

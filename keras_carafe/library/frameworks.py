@@ -81,10 +81,13 @@ def torch():
 
     root = Path(torch.__file__).resolve().parent
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    # at::parallel_for is inline code over OpenMP in OpenMP builds of PyTorch: without
+    # -fopenmp it runs on one thread.
+    openmp = ("-fopenmp",) if torch.backends.openmp.is_available() else ()
     return Framework(
         "torch", DISPLAY_NAMES["torch"], torch.__version__,
-        (CXX_STANDARD, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{root / 'include'}"),
-        (f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{root / 'lib'}"),
+        (CXX_STANDARD, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *openmp, f"-I{root / 'include'}"),
+        (*openmp, f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{root / 'lib'}"),
         torch.version.cuda)
 
 
