@@ -202,3 +202,54 @@ def test_export_that_cannot_express_the_layer_names_it_and_says_why(tmp_path, la
     with pytest.raises(ValueError, match=rf"{kind} layer '{instance.name}' cannot be exported to "
                                          rf"{target}: it computes in {dtype} and {why}"):
         model.export(tmp_path / f"model.{suffix}", format=target, verbose=False)
+
+
+# `model.export` on the JAX and PyTorch backends, where "auto" runs the compiled kernels:
+# while exporting, the layers trace the portable path instead.
+_EXPORT_ON_BACKEND = textwrap.dedent("""
+    import json, os, sys, tempfile
+    import numpy as np, keras
+    from keras_carafe import SAPA, DySample, FADE
+    from keras_carafe.ops.implementation import resolve
+    fmt = sys.argv[1]
+    assert resolve("auto") == "op"
+    # Fixed spatial sizes (as the CARAFE export test: jax2tf traces them most reliably);
+    # the batch stays symbolic.
+    encoder, decoder = keras.Input((10, 6, 8)), keras.Input((5, 3, 8))
+    x = FADE(embedding_channels=4)(encoder, decoder)
+    y = SAPA(embedding_channels=4, group_size=2)(encoder, decoder)
+    z = DySample(group_size=2, dynamic_scope=True, kernel_initializer="glorot_uniform")(decoder)
+    out = keras.layers.Conv2D(3, 1)(keras.layers.Concatenate()([x, y, z]))
+    model = keras.Model([encoder, decoder], out)
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((2, 10, 6, 8)).astype("float32"),
+            rng.standard_normal((2, 5, 3, 8)).astype("float32")]
+    expected = keras.ops.convert_to_numpy(model(data))
+    path = os.path.join(tempfile.mkdtemp(), "model.onnx" if fmt == "onnx" else "model")
+    model.export(path, format=fmt)
+    if fmt == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(path)
+        names = [i.name for i in session.get_inputs()]
+        out = session.run(None, dict(zip(names, data)))[0]
+    else:
+        import tensorflow as tf
+        served = tf.saved_model.load(path)
+        out = served.serve(data).numpy()
+    print(json.dumps({"max_error": float(np.abs(out - expected).max())}))
+""")
+
+
+@pytest.mark.parametrize("backend, format", [("jax", "tf_saved_model"), ("torch", "onnx")])
+def test_an_export_on_another_backend_runs_in_its_runtime(backend, format):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed in this environment")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-c", _EXPORT_ON_BACKEND, format],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"\n{backend} {format}: max error vs Keras {report['max_error']:.2e}")
+    assert report["max_error"] <= TOLERANCE
