@@ -187,7 +187,8 @@ def _reason(err):
 
 def _layer_row(backend, name, shape):
     """(row, steps), or (row with the reason, None)."""
-    row = Row(backend, name, "auto" if name not in ("bilinear",) else "-", tuple(shape))
+    # Only the layers on the reassembly's kernels have an `implementation`.
+    row = Row(backend, name, "auto" if name in ("CARAFE", "FADE", "SAPA") else "-", tuple(shape))
     try:
         layer = make_layer(name)
         inputs = layer_inputs(name, shape)
@@ -341,7 +342,10 @@ def add_arguments(parser):
 def main(args):
     """The `bench-family` command."""
     if args.backend:
-        if os.environ.get("KERAS_BACKEND") != args.backend:
+        import keras
+
+        # Keras picks its backend when it is first imported: restart with the right one.
+        if keras.backend.backend() != args.backend:
             os.execve(sys.executable, [sys.executable, "-m", "keras_carafe", *sys.argv[1:]],
                       {**os.environ, "KERAS_BACKEND": args.backend})
         rows = run(args.backend, args.shape, args.repeats)

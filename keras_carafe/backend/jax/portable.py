@@ -1,4 +1,5 @@
-"""The portable path on JAX: its tap sum compiled as one XLA function.
+"""The portable path on JAX: its tap sum compiled as one XLA function (the reassembly's, and
+the local similarity's the same way).
 
 JAX runs everything through XLA, which fuses the tap sum. Called eagerly, it
 would dispatch (and compile) its ~100 operations one at a time; one
