@@ -10,7 +10,10 @@ import tempfile
 
 def _build(args):
     from keras_carafe import library
-    from keras_carafe.library import build
+    from keras_carafe.library import build, toolchain
+
+    if args.cuda:
+        os.environ[toolchain.CUDA_ENV] = "1"
 
     names = [args.framework] if args.framework else library.installed_frameworks()
     if not names or not library.is_installed(names[0]):
@@ -153,6 +156,11 @@ def main(argv=None):
     build_parser.add_argument(
         "--framework", choices=["tensorflow", "jax", "torch"],
         help="build for this framework only (default: every installed one)")
+    build_parser.add_argument(
+        "--cuda", action="store_true",
+        help="build the CUDA kernels wherever nvcc is found, also for a framework that "
+             "cannot run them (a CPU-only TensorFlow, JAX without a CUDA plugin, a CPU "
+             "build of PyTorch); the same as KERAS_CARAFE_CUDA=1")
     build_parser.set_defaults(handler=_build)
 
     bench_parser = commands.add_parser(

@@ -205,3 +205,46 @@ def test_compiled_function_matches_reference(rng, direction, implementation):
         run = torch.compile(run, fullgraph=True)
     np.testing.assert_allclose(to_float64(run(tensor(features), tensor(kernels))),
                                reference(features, kernels, 2, 5, 2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", PUBLIC)
+@pytest.mark.parametrize("direction, case", [("upsample", (1, 3, 4, 4, 2, 5, 2)),
+                                             ("downsample", (2, 5, 4, 3, 2, 5, 1))],
+                         ids=direction_case_id)
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
+def test_taps_outside_the_image_contribute_nothing_whatever_their_weight(
+        rng, direction, case, implementation, value):
+    # The documented semantics, the same for every implementation: a weight on a tap
+    # whose source pixel lies outside the image is ignored, even when it is not finite.
+    run, features, kernels, upstream, _, _, _ = problem(rng, direction, case, np.float32,
+                                                        implementation)
+    fn, reference, reference_grads, _, _ = DIRECTIONS[direction]
+    n, h, w, c, factor, k, g = case
+    outside = ~np.broadcast_to(inside_taps(direction, h, w, factor, k, g), kernels.shape)
+    poisoned = kernels.copy()
+    poisoned[outside] = value
+    finite = kernels.copy()
+    finite[outside] = 0.0
+    out, d_features, d_kernels = value_and_grads(run, features, poisoned, upstream)
+    np.testing.assert_allclose(out, reference(features, finite, factor, k, g),
+                               rtol=1e-5, atol=1e-5)
+    expected_features, expected_kernels = reference_grads(upstream, features, finite,
+                                                          factor, k, g)
+    np.testing.assert_allclose(d_features, expected_features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_kernels, expected_kernels, rtol=1e-5, atol=1e-5)
+
+
+def inside_taps(direction, h, w, factor, k, g):
+    """(1, OH, OW, G*k*k) booleans over the kernels: True where the tap's source pixel lies
+    inside the image, from the definition (independent of the package)."""
+    r = (k - 1) // 2
+    if direction == "upsample":
+        sources_h, sources_w = np.arange(h * factor) // factor, np.arange(w * factor) // factor
+    else:
+        sources_h, sources_w = np.arange(0, h, factor), np.arange(0, w, factor)
+    rows = sources_h[:, None] + np.arange(k) - r  # (OH, k)
+    cols = sources_w[:, None] + np.arange(k) - r
+    inside = (((rows >= 0) & (rows < h))[:, None, :, None]
+              & ((cols >= 0) & (cols < w))[None, :, None, :])  # (OH, OW, k, k)
+    inside = inside.reshape(len(sources_h), len(sources_w), k * k)
+    return np.tile(inside, (1, 1, g))[None]

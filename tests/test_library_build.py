@@ -319,7 +319,8 @@ def test_concurrent_forced_builds_all_succeed_and_publish_one_loadable_library(t
     assert sorted(p.name for p in kernels.iterdir()) == sorted(
         [*build.CPU_OBJECTS, build.REPORT_NAME])
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [folder.name, folder.name + ".lock", kernels.name, kernels.name + ".lock"])
+        [folder.name, folder.name + ".lock", kernels.name, kernels.name + ".lock",
+         build.TIMES_NAME])
 
     loaded = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(built)],
                             env=dict(env, KERAS_BACKEND=name), capture_output=True, text=True,
@@ -342,7 +343,9 @@ FAKE_TOOLKIT = toolchain.CudaToolkit(
 
 @pytest.fixture
 def fake_cuda(monkeypatch, tmp_cache):
-    """Plans that build with FAKE_TOOLKIT."""
+    """Plans that build with FAKE_TOOLKIT (CUDA asked for, as on a CUDA framework)."""
+    monkeypatch.delenv("KERAS_CARAFE_NO_CUDA")
+    monkeypatch.setenv(toolchain.CUDA_ENV, "1")
     choice = toolchain.ToolkitChoice(FAKE_TOOLKIT, "", (
         "CUDA toolkit: /opt/fake-cuda/bin/nvcc (CUDA 12.8)", "  why: the only candidate"))
     monkeypatch.setattr(toolchain, "find_cuda_toolkit", lambda *args: choice)
@@ -472,10 +475,20 @@ def test_glue_that_fails_with_and_without_cuda_is_a_build_error(fake_cuda, simul
     assert len(glue_compiles(simulated_compilers, name)) == 2 * sources
 
 
-def test_cache_folders_change_with_the_cuda_architectures_and_glue_flags(fake_cuda, name):
+def test_the_cuda_object_is_keyed_by_the_toolkit_and_the_library_folder_is_not(fake_cuda,
+                                                                                 name):
+    # The library's folder must be found without running nvcc (read-only images, no
+    # compiler); which toolkit built it is in its report.
     plan = build.make_plan(name)
     fewer = dataclasses.replace(
         plan, cuda=dataclasses.replace(FAKE_TOOLKIT, architectures=(80, 90)))
     assert fewer.cuda_key() != plan.cuda_key()
-    assert fewer.folder() != plan.folder()
+    assert fewer.folder() == plan.folder()
     assert fewer.cpu_folder() == plan.cpu_folder()
+
+
+def test_the_library_folder_changes_with_the_requested_cuda_architectures(monkeypatch, name):
+    monkeypatch.setenv(toolchain.CUDA_ENV, "1")
+    default = build.make_plan(name).folder()
+    monkeypatch.setenv(toolchain.CUDA_ARCHS_ENV, "80")
+    assert build.make_plan(name).folder() != default

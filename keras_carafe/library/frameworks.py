@@ -35,6 +35,9 @@ class Framework:
     # The CUDA version the framework was built with ("12.5.1"), or None where it
     # does not say (CPU builds).
     cuda_version: object = None
+    # Whether this build of the framework can run CUDA kernels at all: without it the
+    # CUDA glue is not built unless asked for (KERAS_CARAFE_CUDA=1).
+    has_cuda: bool = False
 
     @property
     def library_name(self):
@@ -45,13 +48,15 @@ def tensorflow():
     import tensorflow as tf
 
     try:
-        cuda = tf.sysconfig.get_build_info().get("cuda_version")
+        info = tf.sysconfig.get_build_info()
     except (AttributeError, RuntimeError):
-        cuda = None
+        info = {}
+    cuda = info.get("cuda_version")
     # tf.sysconfig's flags already hold -std=c++17 and the C++ ABI setting.
     return Framework("tensorflow", DISPLAY_NAMES["tensorflow"], tf.__version__,
                      tuple(tf.sysconfig.get_compile_flags()),
-                     tuple(tf.sysconfig.get_link_flags()), str(cuda) if cuda else None)
+                     tuple(tf.sysconfig.get_link_flags()), str(cuda) if cuda else None,
+                     bool(info.get("is_cuda_build")))
 
 
 def _jax_cuda_version():
@@ -72,8 +77,9 @@ def jax():
     # The FFI handlers are compiled against jaxlib's copy of the XLA FFI headers
     # (its version keys the build); the C API only exchanges plain structs, so
     # no C++ ABI flag applies.
+    cuda = _jax_cuda_version()
     return Framework("jax", DISPLAY_NAMES["jax"], jaxlib.__version__,
-                     (CXX_STANDARD, f"-I{jax.ffi.include_dir()}"), (), _jax_cuda_version())
+                     (CXX_STANDARD, f"-I{jax.ffi.include_dir()}"), (), cuda, cuda is not None)
 
 
 def torch():
@@ -88,7 +94,7 @@ def torch():
         "torch", DISPLAY_NAMES["torch"], torch.__version__,
         (CXX_STANDARD, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *openmp, f"-I{root / 'include'}"),
         (*openmp, f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{root / 'lib'}"),
-        torch.version.cuda)
+        torch.version.cuda, torch.version.cuda is not None)
 
 
 def current(name):

@@ -1,8 +1,8 @@
 """Builds and opens each framework's compiled library once per process.
 
 `load(name, open_library)` builds the library of framework `name` if the cache
-has none, hands its path to `open_library` (the framework's own loading and
-registrations, from `keras_carafe.backend.<name>`), and reads the library's
+has none, hands its build report to `open_library` (the framework's own loading
+and registrations, from `keras_carafe.backend.<name>`), and reads the library's
 CUDA probe to decide whether its CUDA kernels can run on this machine. A
 failure is remembered for the rest of the process, so each call site gets
 the same answer quickly.
@@ -78,7 +78,7 @@ def load(name, open_library):
             raise OpUnavailableError(_failures[name])
         try:
             report = build.ensure_built(name)
-            module = open_library(report.library)
+            module = open_library(report)
         except Exception as err:  # noqa: BLE001 - every failure means "unavailable"
             _failures[name] = f"{type(err).__name__}: {err}"
             raise OpUnavailableError(_failures[name]) from err

@@ -22,6 +22,21 @@ DEFAULT_ARCHS = (60, 70, 75, 80, 86, 90, 100, 120)
 
 CUDA_ARCHS_ENV = "KERAS_CARAFE_CUDA_ARCHS"
 NO_CUDA_ENV = "KERAS_CARAFE_NO_CUDA"
+# Builds the CUDA kernels even for a framework that cannot run them (a CPU-only
+# TensorFlow, JAX without a CUDA plugin, a CPU build of PyTorch).
+CUDA_ENV = "KERAS_CARAFE_CUDA"
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def cuda_wanted(framework_has_cuda):
+    """Whether to build CUDA kernels: where the framework can run them or
+    KERAS_CARAFE_CUDA=1 asks for them, never with KERAS_CARAFE_NO_CUDA=1."""
+    if _env_flag(NO_CUDA_ENV):
+        return False
+    return framework_has_cuda or _env_flag(CUDA_ENV)
 
 # nvcc compiles the architectures of one file in parallel from this release on.
 _NVCC_THREADS_SINCE = (11, 2)
@@ -76,6 +91,25 @@ def source_files(folder):
     """The C++/CUDA sources and headers of `folder`, sorted by name."""
     return tuple(sorted(p for p in Path(folder).iterdir()
                         if p.suffix in (".h", ".cc", ".cu") and p.is_file()))
+
+
+def identity(path):
+    """(resolved path, size, modification time) of a compiler: it changes when the
+    compiler is replaced, and costs no subprocess."""
+    if path is None:
+        return None
+    try:
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+    except OSError:
+        return None
+    return (str(resolved), stat.st_size, int(stat.st_mtime))
+
+
+def toolchain_identity():
+    """The identities of the C++ compiler and of every nvcc that the build would consider."""
+    return (identity(host_compiler()),
+            tuple(identity(n) for n in _nvcc_candidates() if n.is_file()))
 
 
 def host_compiler():
@@ -306,11 +340,16 @@ def choose_toolkit(candidates, framework_cuda, framework, requested=None):
     return ToolkitChoice(toolkit, "", tuple(explanation))
 
 
-def find_cuda_toolkit(framework_cuda=None, framework="the framework"):
+def find_cuda_toolkit(framework_cuda=None, framework="the framework", wanted=True):
     """The CUDA toolkit to build with, as a ToolkitChoice (its toolkit None when there is
-    none), preferring the CUDA major version `framework_cuda` (see `choose_toolkit`)."""
-    if os.environ.get(NO_CUDA_ENV, "").strip() not in ("", "0"):
+    none or CUDA is not `wanted`), preferring the CUDA major version `framework_cuda`
+    (see `choose_toolkit`)."""
+    if _env_flag(NO_CUDA_ENV):
         reason = f"{NO_CUDA_ENV} is set"
+        return ToolkitChoice(None, reason, (f"CUDA toolkit: none; {reason}",))
+    if not wanted:
+        reason = (f"this {framework} cannot run CUDA kernels (set {CUDA_ENV}=1 to build "
+                  f"them anyway)")
         return ToolkitChoice(None, reason, (f"CUDA toolkit: none; {reason}",))
     seen, candidates = set(), []
     for nvcc in _nvcc_candidates():

@@ -32,6 +32,10 @@ from keras_carafe.backend.jax import library
 forward_p = Primitive("keras_carafe_forward")
 features_grad_p = Primitive("keras_carafe_features_grad")
 kernels_grad_p = Primitive("keras_carafe_kernels_grad")
+# Each primitive lowers to the handlers of its map (library.MAPS).
+_KIND_OF = {forward_p: "forward", features_grad_p: "features_grad",
+            kernels_grad_p: "kernels_grad"}
+_PRIMITIVES = {kind: primitive for primitive, kind in _KIND_OF.items()}
 
 # Attributes of every primitive, as the handlers take them; `features_grad`
 # also carries the features' height and width, which its inputs do not fix
@@ -209,8 +213,7 @@ def _partitioned(primitive, params):
 
     params = dict(params)
 
-    @custom_partitioning
-    def call(first, second):
+    def bind(first, second):
         return primitive.bind(first, second, **params)
 
     def batch_sharding(mesh, arg_shapes):
@@ -221,23 +224,16 @@ def _partitioned(primitive, params):
         return batch_sharding(mesh, arg_shapes)
 
     def partition(mesh, arg_shapes, result_shape):
+        # On each device the same call, on its shard.
         sharding = batch_sharding(mesh, arg_shapes)
+        return mesh, bind, sharding, (sharding, sharding)
 
-        def local(first, second):
-            return primitive.bind(first, second, **params)
-
-        return mesh, local, sharding, (sharding, sharding)
-
+    call = custom_partitioning(bind)
     rule = _SHARDING_RULES[_KIND_OF[primitive]]
     call.def_partition(partition=partition,
                        infer_sharding_from_operands=infer_sharding_from_operands,
                        sharding_rule=rule, need_replication_factors=_replicated_factors(rule))
     return call
-
-
-_KIND_OF = {forward_p: "forward", features_grad_p: "features_grad",
-            kernels_grad_p: "kernels_grad"}
-_PRIMITIVES = {kind: primitive for primitive, kind in _KIND_OF.items()}
 
 
 def register_lowerings(platforms):

@@ -21,15 +21,14 @@ def target_name(kind, platform):
 class Handlers:
     """The opened library and the platforms whose handlers it registered."""
 
-    def __init__(self, path):
+    def __init__(self, report):
         if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "register_ffi_target"):
             raise OpUnavailableError(
                 f"this JAX ({jax.__version__}) has no jax.ffi; the compiled kernels need "
                 f"JAX 0.4.31 or newer")
         # Kept open for the life of the process: XLA calls into it.
-        self.handle = ctypes.CDLL(path)
-        self.platforms = ("cpu",) + (
-            ("cuda",) if hasattr(self.handle, target_name("forward", "cuda")) else ())
+        self.handle = ctypes.CDLL(report.library)
+        self.platforms = ("cpu",) + (("cuda",) if report.cuda_architectures else ())
         for platform in self.platforms:
             for kind in MAPS:
                 name = target_name(kind, platform)

@@ -45,6 +45,9 @@ def _fall_back(reason):
     return "fallback"
 
 
+# Not converted by AutoGraph when the first call comes inside a tf.function: it reads
+# files and may start a build, which AutoGraph cannot convert (and warns about).
+@tf.autograph.experimental.do_not_convert
 def choose(implementation):
     """Returns "op", "fallback" or "portable"; raises for an unusable "op"."""
     if tracing_for_export() or implementation == "portable":

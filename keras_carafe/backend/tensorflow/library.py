@@ -9,8 +9,8 @@ from keras_carafe.library import load as loader
 OpUnavailableError = loader.OpUnavailableError
 
 
-def _open(path):
-    module = tf.load_op_library(path)
+def _open(report):
+    module = tf.load_op_library(report.library)
     gradients.register(module)
     return module
 

@@ -59,15 +59,13 @@ class Operators:
     """The loaded operators (`forward`, `features_grad`, `kernels_grad`) and the devices
     they have kernels for."""
 
-    def __init__(self, path):
-        torch.ops.load_library(path)
+    def __init__(self, report):
+        torch.ops.load_library(report.library)
         namespace = torch.ops.keras_carafe
         self.forward = namespace.forward.default
         self.features_grad = namespace.features_grad.default
         self.kernels_grad = namespace.kernels_grad.default
-        self.platforms = ("cpu",) + (
-            ("cuda",) if torch._C._dispatch_has_kernel_for_dispatch_key(
-                "keras_carafe::forward", "CUDA") else ())
+        self.platforms = ("cpu",) + (("cuda",) if report.cuda_architectures else ())
         _register(self)
 
 
