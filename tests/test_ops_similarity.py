@@ -138,15 +138,19 @@ def test_16bit_output_and_gradients_agree_with_float32(rng, case, implementation
             f"{name}: worst error {worst:.2e} of the error scale")
 
 
+@pytest.mark.parametrize("value", [0.5, np.inf, np.nan], ids=["finite", "inf", "nan"])
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_taps_outside_the_image_have_zero_similarity(rng, implementation):
+def test_taps_outside_the_image_have_zero_similarity_whatever_the_query(rng, implementation,
+                                                                       value):
     queries, keys, _ = _problem(rng, (1, 3, 3, 4, 2, 5, 1))
+    queries[0, 0, 0, 0] = value  # a corner query: most of its taps lie outside
     out = to_float64(local_similarity(queries, keys, 2, 5, 1, implementation=implementation))
     taps = out.reshape(1, 6, 6, 5, 5)
     # Output row 0 reads around key row 0: its taps ky = 0, 1 fall above the image.
     np.testing.assert_array_equal(taps[:, 0:2, :, 0:2, :], 0.0)
     np.testing.assert_array_equal(taps[:, :, 4:6, :, 3:5], 0.0)
-    assert np.all(taps[:, :, :, 2, 2] != 0.0)
+    # Away from the poisoned query every tap inside the image has a similarity.
+    assert np.all(taps[:, 1:, 1:, 2, 2] != 0.0)
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)

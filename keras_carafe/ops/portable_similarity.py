@@ -15,14 +15,15 @@ pixels (`depth_to_space`). Two formulations:
   operations run one at a time.
 
 The same operations as the portable reassembly (pad, slice, stack,
-reshape, transpose of rank 5 at most, multiply, sum, matmul, cast);
-gradients come from each backend's autodiff.
+reshape, transpose of rank 5 at most, multiply, sum, matmul, select, cast);
+taps outside the image are 0 whatever the queries, as in the compiled
+kernels. Gradients come from each backend's autodiff.
 """
 
 from keras import ops
 
 from keras_carafe.ops.pixel_shuffle import depth_to_space, space_to_depth
-from keras_carafe.ops.portable import _windows
+from keras_carafe.ops.portable import _windows, inside_taps
 from keras_carafe.ops.validation import dtype_name
 
 
@@ -79,5 +80,10 @@ def local_similarity(geometry, queries, keys, fused=False):
         out = _tap_sum(cells, padded, geometry, cg)
     else:
         out = _patch_matmul(cells, padded, geometry, n * h * w, c, cg)
+    out = ops.reshape(out, (n, h, w, geometry.phases, geometry.kernel_channels))
+    # A tap outside the image is 0 whatever the query, as in the compiled kernels, which
+    # skip it (an inf or NaN query times the padding's 0 would be NaN).
+    inside = ops.reshape(inside_taps(geometry, h, w), (1, h, w, 1, geometry.kernel_channels))
+    out = ops.where(inside, out, ops.zeros((), compute_dtype))
     out = ops.reshape(out, (n, h, w, geometry.phases * geometry.kernel_channels))
     return ops.cast(depth_to_space(out, s), dtype)

@@ -114,6 +114,11 @@ def _similarity(geometry, queries, keys):
         q = tf.nn.space_to_depth(q, s)
     q = tf.reshape(q, [n, h, w, s * s, g, c // g])
     out = tf.einsum("nhwpgc,nhwqgc->nhwpgq", q, patches)
+    # Taps outside the image are 0 whatever the query (see portable_similarity).
+    height, width = (keys.shape[axis] if keys.shape[axis] is not None else tf.shape(keys)[axis]
+                     for axis in (1, 2))
+    inside = tf.reshape(portable.inside_taps(geometry, height, width), [1, h, w, 1, g, k * k])
+    out = tf.where(inside, out, tf.zeros((), compute_dtype))
     out = tf.reshape(out, [n, h, w, s * s * g * k * k])
     if s > 1:
         out = tf.nn.depth_to_space(out, s)
