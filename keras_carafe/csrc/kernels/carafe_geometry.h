@@ -110,6 +110,29 @@ inline const char* GeometryError(const CarafeGeometry& g) {
 // pointers so that callers need no CUDA headers.
 enum class ScalarKind { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
+// Calls `launch(T())` with the element type of `kind`, `Half` and `BFloat16`
+// standing for the 16-bit types of the caller (the CPU's bit patterns, CUDA's
+// __half and __nv_bfloat16).
+template <typename Half, typename BFloat16, typename Launch>
+const char* WithScalarType(ScalarKind kind, Launch&& launch) {
+  switch (kind) {
+    case ScalarKind::kFloat32: return launch(float());
+    case ScalarKind::kFloat64: return launch(double());
+    case ScalarKind::kFloat16: return launch(Half());
+    case ScalarKind::kBFloat16: return launch(BFloat16());
+  }
+  return "unsupported element type";
+}
+
+// The three maps of the reassembly, each two operands in and one result out:
+//   kForward:      (features, kernels)     -> output
+//   kFeaturesGrad: (grad_output, kernels)  -> grad_features (the features' shape)
+//   kKernelsGrad:  (grad_output, features) -> grad_kernels (the kernels' shape)
+// All three are bilinear, each one a partial derivative of <grad_output,
+// forward(features, kernels)>, so each one's adjoints are the other two: every
+// framework builds derivatives of any order from these launches.
+enum class Map { kForward, kFeaturesGrad, kKernelsGrad };
+
 // The ScalarKind of an element type. float and double are declared here; each
 // framework's glue declares its own 16-bit types (IEEE half and bfloat16).
 template <typename T>
