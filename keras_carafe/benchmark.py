@@ -81,6 +81,25 @@ def _reassembly(direction):
     return carafe if direction == "upsample" else carafe_downsample
 
 
+def _measured_rows(cases, dtype, backend, measure, device="CPU:0"):
+    """One Result per case and row of `backend`, filled by `measure(result, direction,
+    shape)`, or saying why the row cannot run here."""
+    results = []
+    for direction, shape in cases:
+        for implementation, runtime, row_backend in ROWS:
+            if row_backend != backend:
+                continue
+            result = Result(device, direction, tuple(shape), dtype, implementation, runtime)
+            try:
+                if implementation == "op":
+                    _check_op()
+                measure(result, direction, shape)
+            except Exception as err:  # noqa: BLE001 - every failure becomes a row
+                result.unavailable = _reason(err)
+            results.append(result)
+    return results
+
+
 def median_ms(call, repeats):
     """Median wall time of `repeats` calls of `call`, in milliseconds."""
     times = []
@@ -152,29 +171,20 @@ def tensorflow_devices(cpu_only=False):
 def _run_tensorflow(cases, dtype, devices, repeats):
     import tensorflow as tf
 
-    results = []
-    for device in devices:
-        for direction, shape in cases:
+    def measure(device):
+        def run(result, direction, shape):
             with tf.device(device):
                 args = [tf.cast(tf.constant(a), dtype) for a in arrays(direction, shape)]
-                for implementation, runtime, backend in ROWS:
-                    if backend != "tensorflow":
-                        continue
-                    result = Result(device, direction, tuple(shape), dtype, implementation,
-                                    runtime)
-                    try:
-                        if implementation == "op":
-                            _check_op()
-                        steps = _tf_steps(direction, shape, implementation,
-                                          jit_compile=runtime == "TF XLA")
-                        result.forward_ms, result.forward_peak_mib = _tf_measure(
-                            steps[0], args, device, repeats)
-                        result.forward_backward_ms, result.forward_backward_peak_mib = (
-                            _tf_measure(steps[1], args, device, repeats))
-                    except Exception as err:  # noqa: BLE001 - every failure becomes a row
-                        result.unavailable = _reason(err)
-                    results.append(result)
-    return results
+                steps = _tf_steps(direction, shape, result.implementation,
+                                  jit_compile=result.runtime == "TF XLA")
+                result.forward_ms, result.forward_peak_mib = _tf_measure(
+                    steps[0], args, device, repeats)
+                result.forward_backward_ms, result.forward_backward_peak_mib = _tf_measure(
+                    steps[1], args, device, repeats)
+        return run
+
+    return [row for device in devices
+            for row in _measured_rows(cases, dtype, "tensorflow", measure(device), device)]
 
 
 # --- JAX ----------------------------------------------------------------------------------
@@ -189,43 +199,33 @@ def _run_jax(cases, dtype, repeats):
     import jax
     import jax.numpy as jnp
 
-    results = []
-    for direction, shape in cases:
+    def measure(result, direction, shape):
         _, _, _, _, f, k, g = shape
-        reassemble = _reassembly(direction)
-        for implementation, runtime, backend in ROWS:
-            if backend != "jax":
-                continue
-            result = Result("CPU:0", direction, tuple(shape), dtype, implementation, runtime)
-            try:
-                if implementation == "op":
-                    _check_op()
-                args = [jnp.asarray(a, dtype) for a in arrays(direction, shape)]
+        reassemble, implementation = _reassembly(direction), result.implementation
+        args = [jnp.asarray(a, dtype) for a in arrays(direction, shape)]
 
-                def forward(features, kernels, upstream, implementation=implementation):
-                    # The output itself: a sum here would fuse into the reassembly
-                    # and time the fused reduction instead.
-                    return reassemble(features, kernels, f, k, g, implementation=implementation)
+        def forward(features, kernels, upstream):
+            # The output itself: a sum here would fuse into the reassembly and time the
+            # fused reduction instead.
+            return reassemble(features, kernels, f, k, g, implementation=implementation)
 
-                def loss(features, kernels, upstream, implementation=implementation):
-                    out = reassemble(features, kernels, f, k, g, implementation=implementation)
-                    return jnp.sum(out * upstream)
+        def loss(features, kernels, upstream):
+            out = reassemble(features, kernels, f, k, g, implementation=implementation)
+            return jnp.sum(out * upstream)
 
-                def forward_backward(features, kernels, upstream):
-                    value, (d_features, d_kernels) = jax.value_and_grad(loss, argnums=(0, 1))(
-                        features, kernels, upstream)
-                    return value, d_features, d_kernels
+        def forward_backward(features, kernels, upstream):
+            value, (d_features, d_kernels) = jax.value_and_grad(loss, argnums=(0, 1))(
+                features, kernels, upstream)
+            return value, d_features, d_kernels
 
-                for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
-                    compiled = jax.jit(fn).lower(*args).compile()
-                    jax.block_until_ready(compiled(*args))
-                    ms = median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats)
-                    setattr(result, f"{name}_ms", ms)
-                    setattr(result, f"{name}_peak_mib", _xla_mib(compiled))
-            except Exception as err:  # noqa: BLE001 - every failure becomes a row
-                result.unavailable = _reason(err)
-            results.append(result)
-    return results
+        for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+            compiled = jax.jit(fn).lower(*args).compile()
+            jax.block_until_ready(compiled(*args))
+            setattr(result, f"{name}_ms",
+                    median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats))
+            setattr(result, f"{name}_peak_mib", _xla_mib(compiled))
+
+    return _measured_rows(cases, dtype, "jax", measure)
 
 
 # --- PyTorch ------------------------------------------------------------------------------
@@ -248,40 +248,29 @@ def _torch_peak_mib(step):
 def _run_torch(cases, dtype, repeats):
     import torch
 
-    results = []
-    for direction, shape in cases:
+    def measure(result, direction, shape):
         _, _, _, _, f, k, g = shape
-        reassemble = _reassembly(direction)
-        for implementation, runtime, backend in ROWS:
-            if backend != "torch":
-                continue
-            result = Result("CPU:0", direction, tuple(shape), dtype, implementation, runtime)
-            try:
-                if implementation == "op":
-                    _check_op()
-                features, kernels, upstream = (torch.tensor(a).to(getattr(torch, dtype))
-                                               for a in arrays(direction, shape))
-                features.requires_grad_(True)
-                kernels.requires_grad_(True)
+        reassemble, implementation = _reassembly(direction), result.implementation
+        features, kernels, upstream = (torch.tensor(a).to(getattr(torch, dtype))
+                                       for a in arrays(direction, shape))
+        features.requires_grad_(True)
+        kernels.requires_grad_(True)
 
-                def forward(implementation=implementation):
-                    with torch.no_grad():
-                        return reassemble(features, kernels, f, k, g,
-                                          implementation=implementation)
+        def forward():
+            with torch.no_grad():
+                return reassemble(features, kernels, f, k, g, implementation=implementation)
 
-                def forward_backward(implementation=implementation):
-                    out = reassemble(features, kernels, f, k, g, implementation=implementation)
-                    loss = torch.sum(out * upstream)
-                    return loss, torch.autograd.grad(loss, [features, kernels])
+        def forward_backward():
+            out = reassemble(features, kernels, f, k, g, implementation=implementation)
+            loss = torch.sum(out * upstream)
+            return loss, torch.autograd.grad(loss, [features, kernels])
 
-                for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
-                    fn()  # warm-up
-                    setattr(result, f"{name}_peak_mib", _torch_peak_mib(fn))
-                    setattr(result, f"{name}_ms", median_ms(fn, repeats))
-            except Exception as err:  # noqa: BLE001 - every failure becomes a row
-                result.unavailable = _reason(err)
-            results.append(result)
-    return results
+        for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+            fn()  # warm-up
+            setattr(result, f"{name}_peak_mib", _torch_peak_mib(fn))
+            setattr(result, f"{name}_ms", median_ms(fn, repeats))
+
+    return _measured_rows(cases, dtype, "torch", measure)
 
 
 def _reason(err):

@@ -1,6 +1,10 @@
 """`carafe` eagerly, in tf.function graphs, under GradientTape and XLA, and how the
 implementation is chosen."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -265,3 +269,31 @@ def test_op_without_the_op_raises_the_reason(rng, op_unavailable):
     features, kernels = inputs(rng)
     with pytest.raises(library.OpUnavailableError, match="simulated for the test"):
         carafe(features, kernels, S, K, G, implementation="op")
+
+
+_FIRST_USE_IN_A_FUNCTION = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    from keras_carafe import carafe
+
+    @tf.function
+    def reassemble(features, kernels):
+        return carafe(features, kernels, 2, 3, 1)
+
+    out = reassemble(tf.ones((1, 2, 2, 4)), tf.ones((1, 4, 4, 9)))
+    print(float(out[0, 2, 2, 0]))
+""")
+
+
+def test_a_first_use_inside_a_tf_function_builds_without_autograph_warnings(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_CARAFE_CACHE_DIR": str(tmp_path / "cache"),
+           "KERAS_CARAFE_NO_CUDA": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-c", _FIRST_USE_IN_A_FUNCTION],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "4.0"
+    # The build said what it does, and AutoGraph said nothing.
+    assert "keras_carafe: building the compiled kernels for TensorFlow" in result.stderr
+    assert "keras_carafe: built the CPU kernels for TensorFlow" in result.stderr
+    assert "AutoGraph" not in result.stderr

@@ -122,6 +122,11 @@ _warned = set()
 _warned_lock = threading.Lock()
 
 
+# Frames a warning does not point at: the package's own, and the wrapper that
+# `tf.autograph.experimental.do_not_convert` puts around the TensorFlow backend's `choose`.
+_INTERNAL = ("keras_carafe", "tensorflow.python.autograph")
+
+
 def warn_once(key, message):
     """Warns with `message` (a RuntimeWarning pointing at the first caller outside
     keras_carafe) the first time this process sees `key`."""
@@ -130,9 +135,41 @@ def warn_once(key, message):
             return
         _warned.add(key)
     level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("keras_carafe"):
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def compiled_or(implementation, load, device_problem, otherwise, name):
+    """Resolves `implementation` ("auto" or "op") where the compiled kernels may run.
+
+    Returns "op" where `load()` opens the compiled library and `device_problem(loaded)`
+    finds nothing in the way (None). Otherwise "op" raises `OpUnavailableError` with
+    the reason, and "auto" warns once per process (naming the reason) and returns
+    `otherwise`, the best implementation without the kernels, called `name` in the
+    warning.
+    """
+    from keras_carafe.library import OpUnavailableError
+
+    try:
+        loaded = load()
+    except OpUnavailableError as err:
+        if implementation == "op":
+            raise
+        reason = f"the compiled kernels are unavailable ({err})"
+    else:
+        reason = device_problem(loaded)
+        if reason is None:
+            return "op"
+        if implementation == "op":
+            raise OpUnavailableError(reason)
+    silence = (f", or set {FORCE_FALLBACK_ENV}=1 to silence this" if otherwise == "fallback"
+               else "")
+    warn_once(f"compiled-kernels-{otherwise}",
+              f"keras_carafe: CARAFE runs on {name} because {reason}. It is exact but slower "
+              f"and uses more memory; run `python -m keras_carafe build` to see the build "
+              f"log{silence}.")
+    return otherwise
 
 
 def resolve(implementation):

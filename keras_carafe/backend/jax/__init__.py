@@ -29,23 +29,8 @@ def _platform_problem(loaded):
 def choose(implementation):
     if implementation == "portable" or names.exporting():
         return "portable"
-    try:
-        loaded = library.load()
-    except library.OpUnavailableError as err:
-        if implementation == "op":
-            raise
-        reason = f"the compiled kernels are unavailable ({err})"
-    else:
-        reason = _platform_problem(loaded)
-        if reason is None:
-            return "op"
-        if implementation == "op":
-            raise library.OpUnavailableError(reason)
-    names.warn_once(
-        "jax-portable",
-        f"keras_carafe: CARAFE runs on the portable path because {reason}. It is exact but "
-        f"slower and uses more memory; run `python -m keras_carafe build` to see the build log.")
-    return "portable"
+    return names.compiled_or(implementation, library.load, _platform_problem, "portable",
+                             "the portable path")
 
 
 def reassemble(chosen, geometry, features, kernels, shapes_known):

@@ -36,13 +36,11 @@ def tracing_for_export():
     return save_context.in_save_context() or names.exporting()
 
 
-def _fall_back(reason):
-    names.warn_once(
-        "tensorflow-fallback",
-        f"keras_carafe: using the pure-TensorFlow CARAFE fallback because {reason}. It is "
-        f"exact but slower and uses more memory; run `python -m keras_carafe build` to see "
-        f"the build log, or set {names.FORCE_FALLBACK_ENV}=1 to silence this.")
-    return "fallback"
+def _device_problem(loaded):
+    """Why the op cannot run on this machine's GPUs, or None."""
+    if tf.config.list_logical_devices("GPU") and not loaded.cuda_usable:
+        return f"a GPU is present but the op's CUDA kernels cannot run: {loaded.cuda_status}"
+    return None
 
 
 # Not converted by AutoGraph when the first call comes inside a tf.function: it reads
@@ -54,25 +52,14 @@ def choose(implementation):
         return "portable"
     if implementation == "fallback" or names.fallback_forced():
         return "fallback"
-    if implementation == "op":
-        if in_xla_context():
+    if in_xla_context():
+        if implementation == "op":
             raise ValueError(
                 "implementation='op' cannot run inside an XLA-compiled function "
                 "(jit_compile=True); use implementation='auto', 'portable' or 'fallback' there"
             )
-        loaded = library.load()  # raises with the reason
-        if tf.config.list_logical_devices("GPU"):
-            loaded.require_cuda()
-        return "op"
-    if in_xla_context():
         # Under XLA the portable path fuses into a few loops and beats the
         # fallback's patch tensor (README, performance).
         return "portable"
-    try:
-        loaded = library.load()
-    except library.OpUnavailableError as err:
-        return _fall_back(f"the compiled op is unavailable ({err})")
-    if tf.config.list_logical_devices("GPU") and not loaded.cuda_usable:
-        return _fall_back(f"a GPU is present but the op's CUDA kernels cannot run: "
-                          f"{loaded.cuda_status}")
-    return "op"
+    return names.compiled_or(implementation, library.load, _device_problem, "fallback",
+                             "the pure-TensorFlow fallback")

@@ -34,23 +34,8 @@ def _exporting():
 def choose(implementation):
     if implementation == "portable" or _exporting():
         return "portable"
-    try:
-        loaded = library.load()
-    except library.OpUnavailableError as err:
-        if implementation == "op":
-            raise
-        reason = f"the compiled kernels are unavailable ({err})"
-    else:
-        reason = _device_problem(loaded)
-        if reason is None:
-            return "op"
-        if implementation == "op":
-            raise library.OpUnavailableError(reason)
-    names.warn_once(
-        "torch-portable",
-        f"keras_carafe: CARAFE runs on the portable path because {reason}. It is exact but "
-        f"slower and uses more memory; run `python -m keras_carafe build` to see the build log.")
-    return "portable"
+    return names.compiled_or(implementation, library.load, _device_problem, "portable",
+                             "the portable path")
 
 
 @torch.compiler.assume_constant_result

@@ -26,7 +26,7 @@ Dims DimsOf(const ffi::AnyBuffer& buffer) {
   return Dims{dims.begin(), static_cast<int>(dims.size())};
 }
 
-bool KindOf(ffi::DataType type, ScalarKind* kind) {
+bool KindOfType(ffi::DataType type, ScalarKind* kind) {
   switch (type) {
     case ffi::DataType::F32: *kind = ScalarKind::kFloat32; return true;
     case ffi::DataType::F64: *kind = ScalarKind::kFloat64; return true;
@@ -42,7 +42,7 @@ ffi::Error CommonKind(std::initializer_list<ffi::DataType> types, ScalarKind* ki
   for (ffi::DataType type : types)
     if (type != first)
       return ffi::Error::InvalidArgument("CARAFE buffers must share one element type");
-  if (!KindOf(first, kind))
+  if (!KindOfType(first, kind))
     return ffi::Error::InvalidArgument(
         "CARAFE buffers must be float16, bfloat16, float32 or float64");
   return ffi::Error::Success();
@@ -117,121 +117,37 @@ void ParallelFor(void* pool_pointer, int64_t total, int64_t cost, cpu::Shard sha
 
 cpu::ThreadPool PoolOf(ffi::ThreadPool* pool) { return cpu::ThreadPool{ParallelFor, pool}; }
 
-// --- checks shared by both devices --------------------------------------------------
-
-// The geometry of a forward call, or why its buffers do not fit.
-ffi::Error ForwardGeometry(const Attributes& a, const ffi::AnyBuffer& features,
-                           const ffi::AnyBuffer& kernels, const ffi::AnyBuffer& out,
-                           CarafeGeometry* g, ScalarKind* kind) {
-  ffi::Error error = CommonKind(
-      {features.element_type(), kernels.element_type(), out.element_type()}, kind);
+// The geometry and element kind of one call, or why its buffers do not fit.
+ffi::Error Checked(Map map, const Attributes& a, const ffi::AnyBuffer& first,
+                   const ffi::AnyBuffer& second, const ffi::AnyBuffer& result,
+                   CarafeGeometry* g, ScalarKind* kind) {
+  ffi::Error error =
+      CommonKind({first.element_type(), second.element_type(), result.element_type()}, kind);
   if (error.failure()) return error;
-  error = Checked(CheckReassembly(a, DimsOf(features), DimsOf(kernels), g));
-  if (error.failure()) return error;
-  int64_t expected[4];
-  OutputDims(*g, expected);
-  return Checked(CheckDims("output", DimsOf(out), expected, "the shape"));
-}
-
-// The features gradient: grad_output (N, OH, OW, C) and kernels in, a
-// buffer of the features' shape (N, H, W, C) out.
-ffi::Error FeaturesGradGeometry(const Attributes& a, const ffi::AnyBuffer& grad_output,
-                                const ffi::AnyBuffer& kernels,
-                                const ffi::AnyBuffer& grad_features,
-                                CarafeGeometry* g, ScalarKind* kind) {
-  ffi::Error error = CommonKind({grad_output.element_type(), kernels.element_type(),
-                                 grad_features.element_type()}, kind);
-  if (error.failure()) return error;
-  error = Checked(CheckReassembly(a, DimsOf(grad_features), DimsOf(kernels), g));
-  if (error.failure()) return error;
-  int64_t expected[4];
-  OutputDims(*g, expected);
-  return Checked(CheckDims("grad_output", DimsOf(grad_output), expected, "the output shape"));
-}
-
-// The kernels gradient: grad_output and features in, a buffer of the
-// kernels' shape out.
-ffi::Error KernelsGradGeometry(const Attributes& a, const ffi::AnyBuffer& grad_output,
-                               const ffi::AnyBuffer& features,
-                               const ffi::AnyBuffer& grad_kernels,
-                               CarafeGeometry* g, ScalarKind* kind) {
-  ffi::Error error = CommonKind({grad_output.element_type(), features.element_type(),
-                                 grad_kernels.element_type()}, kind);
-  if (error.failure()) return error;
-  error = Checked(CheckReassembly(a, DimsOf(features), DimsOf(grad_kernels), g));
-  if (error.failure()) return error;
-  int64_t expected[4];
-  OutputDims(*g, expected);
-  return Checked(CheckDims("grad_output", DimsOf(grad_output), expected, "the output shape"));
+  return Checked(CheckMap(map, a, DimsOf(first), DimsOf(second), DimsOf(result), g));
 }
 
 }  // namespace
 
-ffi::Error ForwardCpu(ffi::ThreadPool pool, ffi::AnyBuffer features, ffi::AnyBuffer kernels,
-                      ffi::Result<ffi::AnyBuffer> output, Attributes a) {
+ffi::Error RunOnCpu(Map map, ffi::ThreadPool pool, ffi::AnyBuffer first, ffi::AnyBuffer second,
+                    ffi::Result<ffi::AnyBuffer> result, Attributes a) {
   CarafeGeometry g;
   ScalarKind kind;
-  ffi::Error error = ForwardGeometry(a, features, kernels, *output, &g, &kind);
+  ffi::Error error = Checked(map, a, first, second, *result, &g, &kind);
   if (error.failure()) return error;
-  return KernelResult(cpu::Forward(kind, g, features.untyped_data(), kernels.untyped_data(),
-                                   output->untyped_data(), PoolOf(&pool)));
-}
-
-ffi::Error FeaturesGradCpu(ffi::ThreadPool pool, ffi::AnyBuffer grad_output,
-                           ffi::AnyBuffer kernels, ffi::Result<ffi::AnyBuffer> grad_features,
-                           Attributes a) {
-  CarafeGeometry g;
-  ScalarKind kind;
-  ffi::Error error = FeaturesGradGeometry(a, grad_output, kernels, *grad_features, &g, &kind);
-  if (error.failure()) return error;
-  return KernelResult(cpu::BackwardFeatures(kind, g, grad_output.untyped_data(),
-                                            kernels.untyped_data(),
-                                            grad_features->untyped_data(), PoolOf(&pool)));
-}
-
-ffi::Error KernelsGradCpu(ffi::ThreadPool pool, ffi::AnyBuffer grad_output,
-                          ffi::AnyBuffer features, ffi::Result<ffi::AnyBuffer> grad_kernels,
-                          Attributes a) {
-  CarafeGeometry g;
-  ScalarKind kind;
-  ffi::Error error = KernelsGradGeometry(a, grad_output, features, *grad_kernels, &g, &kind);
-  if (error.failure()) return error;
-  return KernelResult(cpu::BackwardKernels(kind, g, grad_output.untyped_data(),
-                                           features.untyped_data(),
-                                           grad_kernels->untyped_data(), PoolOf(&pool)));
+  return KernelResult(cpu::Run(map, kind, g, first.untyped_data(), second.untyped_data(),
+                               result->untyped_data(), PoolOf(&pool)));
 }
 
 #ifdef KERAS_CARAFE_WITH_CUDA
-ffi::Error ForwardCuda(void* stream, ffi::AnyBuffer features, ffi::AnyBuffer kernels,
-                       ffi::Result<ffi::AnyBuffer> output, Attributes a) {
+ffi::Error RunOnCuda(Map map, void* stream, ffi::AnyBuffer first, ffi::AnyBuffer second,
+                     ffi::Result<ffi::AnyBuffer> result, Attributes a) {
   CarafeGeometry g;
   ScalarKind kind;
-  ffi::Error error = ForwardGeometry(a, features, kernels, *output, &g, &kind);
+  ffi::Error error = Checked(map, a, first, second, *result, &g, &kind);
   if (error.failure()) return error;
-  return KernelResult(cuda::Forward(kind, g, features.untyped_data(), kernels.untyped_data(),
-                                    output->untyped_data(), stream));
-}
-
-ffi::Error FeaturesGradCuda(void* stream, ffi::AnyBuffer grad_output, ffi::AnyBuffer kernels,
-                            ffi::Result<ffi::AnyBuffer> grad_features, Attributes a) {
-  CarafeGeometry g;
-  ScalarKind kind;
-  ffi::Error error = FeaturesGradGeometry(a, grad_output, kernels, *grad_features, &g, &kind);
-  if (error.failure()) return error;
-  return KernelResult(cuda::BackwardFeatures(kind, g, grad_output.untyped_data(),
-                                             kernels.untyped_data(),
-                                             grad_features->untyped_data(), stream));
-}
-
-ffi::Error KernelsGradCuda(void* stream, ffi::AnyBuffer grad_output, ffi::AnyBuffer features,
-                           ffi::Result<ffi::AnyBuffer> grad_kernels, Attributes a) {
-  CarafeGeometry g;
-  ScalarKind kind;
-  ffi::Error error = KernelsGradGeometry(a, grad_output, features, *grad_kernels, &g, &kind);
-  if (error.failure()) return error;
-  return KernelResult(cuda::BackwardKernels(kind, g, grad_output.untyped_data(),
-                                            features.untyped_data(),
-                                            grad_kernels->untyped_data(), stream));
+  return KernelResult(cuda::Run(map, kind, g, first.untyped_data(), second.untyped_data(),
+                                result->untyped_data(), stream));
 }
 #endif  // KERAS_CARAFE_WITH_CUDA
 

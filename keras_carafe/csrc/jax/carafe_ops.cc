@@ -9,6 +9,7 @@ namespace {
 
 namespace ffi = ::xla::ffi;
 using ::keras_carafe::Attributes;
+using ::keras_carafe::Map;
 
 // Two buffers in, one out, the four attributes, after the context `Ctx`.
 template <typename Ctx>
@@ -24,38 +25,42 @@ auto Binding() {
       .template Attr<int64_t>("groups");
 }
 
-// Adapts an implementation taking `Attributes` to the binding's loose attributes.
-template <typename Context, ffi::Error (*Impl)(Context, ffi::AnyBuffer, ffi::AnyBuffer,
-                                               ffi::Result<ffi::AnyBuffer>, Attributes)>
-ffi::Error WithAttributes(Context context, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                          ffi::Result<ffi::AnyBuffer> out, int64_t scale, int64_t stride,
-                          int64_t kernel_size, int64_t groups) {
-  return Impl(context, a, b, out, Attributes{scale, stride, kernel_size, groups});
+// The handler of map `M` on the CPU, and on CUDA.
+template <Map M>
+ffi::Error Cpu(ffi::ThreadPool pool, ffi::AnyBuffer first, ffi::AnyBuffer second,
+               ffi::Result<ffi::AnyBuffer> result, int64_t scale, int64_t stride,
+               int64_t kernel_size, int64_t groups) {
+  return keras_carafe::jax::RunOnCpu(M, pool, first, second, result,
+                                     Attributes{scale, stride, kernel_size, groups});
 }
+
+#ifdef KERAS_CARAFE_WITH_CUDA
+template <Map M>
+ffi::Error Cuda(void* stream, ffi::AnyBuffer first, ffi::AnyBuffer second,
+                ffi::Result<ffi::AnyBuffer> result, int64_t scale, int64_t stride,
+                int64_t kernel_size, int64_t groups) {
+  return keras_carafe::jax::RunOnCuda(M, stream, first, second, result,
+                                      Attributes{scale, stride, kernel_size, groups});
+}
+#endif  // KERAS_CARAFE_WITH_CUDA
 
 using CpuPool = ffi::ThreadPool;
 using CudaStream = ffi::PlatformStream<void*>;
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_forward_cpu,
-                              (WithAttributes<CpuPool, keras_carafe::jax::ForwardCpu>),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_forward_cpu, Cpu<Map::kForward>,
                               Binding<CpuPool>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_features_grad_cpu,
-                              (WithAttributes<CpuPool, keras_carafe::jax::FeaturesGradCpu>),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_features_grad_cpu, Cpu<Map::kFeaturesGrad>,
                               Binding<CpuPool>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_kernels_grad_cpu,
-                              (WithAttributes<CpuPool, keras_carafe::jax::KernelsGradCpu>),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_kernels_grad_cpu, Cpu<Map::kKernelsGrad>,
                               Binding<CpuPool>());
 
 #ifdef KERAS_CARAFE_WITH_CUDA
-XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_forward_cuda,
-                              (WithAttributes<void*, keras_carafe::jax::ForwardCuda>),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_forward_cuda, Cuda<Map::kForward>,
                               Binding<CudaStream>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_features_grad_cuda,
-                              (WithAttributes<void*, keras_carafe::jax::FeaturesGradCuda>),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_features_grad_cuda, Cuda<Map::kFeaturesGrad>,
                               Binding<CudaStream>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_kernels_grad_cuda,
-                              (WithAttributes<void*, keras_carafe::jax::KernelsGradCuda>),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keras_carafe_kernels_grad_cuda, Cuda<Map::kKernelsGrad>,
                               Binding<CudaStream>());
 #endif  // KERAS_CARAFE_WITH_CUDA

@@ -436,17 +436,11 @@ const char* ParallelFor(const ThreadPool& pool, int64_t total, int64_t cost, Bod
 template <typename T>
 using AccOf = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
 
-// Calls `launch(T())` with the storage type of `kind`.
+// Calls `launch(T())` with the storage type of `kind`, for a valid geometry.
 template <typename Launch>
 const char* WithType(ScalarKind kind, const CarafeGeometry& g, Launch&& launch) {
   if (const char* error = GeometryError(g)) return error;
-  switch (kind) {
-    case ScalarKind::kFloat32: return launch(float());
-    case ScalarKind::kFloat64: return launch(double());
-    case ScalarKind::kFloat16: return launch(Half());
-    case ScalarKind::kBFloat16: return launch(BFloat16());
-  }
-  return "unsupported element type";
+  return WithScalarType<Half, BFloat16>(kind, launch);
 }
 
 }  // namespace
@@ -494,6 +488,16 @@ const char* BackwardKernels(ScalarKind kind, const CarafeGeometry& g, const void
                                         static_cast<T*>(grad_kernels), begin, end);
     });
   });
+}
+
+const char* Run(Map map, ScalarKind kind, const CarafeGeometry& g, const void* first,
+                const void* second, void* result, const ThreadPool& pool) {
+  switch (map) {
+    case Map::kForward: return Forward(kind, g, first, second, result, pool);
+    case Map::kFeaturesGrad: return BackwardFeatures(kind, g, first, second, result, pool);
+    case Map::kKernelsGrad: return BackwardKernels(kind, g, first, second, result, pool);
+  }
+  return "unknown map";
 }
 
 }  // namespace cpu

@@ -50,6 +50,10 @@ const char* BackwardKernels(ScalarKind kind, const CarafeGeometry& geometry,
                             const void* grad_output, const void* features, void* grad_kernels,
                             const ThreadPool& pool);
 
+// One of the three above by `map`, with its operands in the order of the Map's comment.
+const char* Run(Map map, ScalarKind kind, const CarafeGeometry& geometry, const void* first,
+                const void* second, void* result, const ThreadPool& pool);
+
 }  // namespace cpu
 }  // namespace keras_carafe
 

@@ -143,6 +143,34 @@ inline void KernelDims(const CarafeGeometry& g, int64_t (&out)[4]) {
   out[3] = g.kernel_channels();
 }
 
+// Checks the operands of `map` (see carafe_geometry.h) and, unless `result.sizes` is
+// null, its result, and fills `*g`; "" when they fit. The features gradient needs its
+// result (the features' shape): its operands do not fix the features' height and width
+// when downsampling.
+inline std::string CheckMap(Map map, const Attributes& a, Dims first, Dims second, Dims result,
+                            CarafeGeometry* g) {
+  if (map == Map::kFeaturesGrad && result.sizes == nullptr)
+    return "the features gradient needs the features' shape";
+  int64_t expected[4];
+  std::string error;
+  switch (map) {
+    case Map::kForward:
+      error = CheckReassembly(a, first, second, g);
+      if (!error.empty() || result.sizes == nullptr) return error;
+      OutputDims(*g, expected);
+      return CheckDims("output", result, expected, "the shape");
+    case Map::kFeaturesGrad:
+      error = CheckReassembly(a, result, second, g);
+      break;
+    case Map::kKernelsGrad:
+      error = CheckReassembly(a, second, result, g);
+      break;
+  }
+  if (!error.empty()) return error;
+  OutputDims(*g, expected);
+  return CheckDims("grad_output", first, expected, "the output shape");
+}
+
 }  // namespace keras_carafe
 
 #endif  // KERAS_CARAFE_CSRC_KERNELS_CARAFE_SHAPES_H_

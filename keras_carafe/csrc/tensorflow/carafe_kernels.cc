@@ -66,59 +66,30 @@ cpu::ThreadPool PoolOf(OpKernelContext* ctx) {
       ctx->device()->tensorflow_cpu_worker_threads()->workers};
 }
 
-template <typename Device, typename T>
-struct Launch;
+// Map `map` (carafe_geometry.h) of two operands into `result` on the op's device:
+// TensorFlow's intra-op pool, or its CUDA stream.
+template <typename Device>
+Status RunMap(OpKernelContext* ctx, Map map, ScalarKind kind, const CarafeGeometry& g,
+              const void* first, const void* second, void* result);
 
-template <typename T>
-struct Launch<CpuDevice, T> {
-  static Status Forward(OpKernelContext* ctx, const CarafeGeometry& g, const T* features,
-                        const T* kernels, T* output) {
-    return KernelResult(cpu::Forward(KindOf<T>::value, g, features, kernels, output, PoolOf(ctx)),
-                        "CPU");
-  }
-
-  static Status Backward(OpKernelContext* ctx, const CarafeGeometry& g, const T* grad_output,
-                         const T* features, const T* kernels, T* grad_features,
-                         T* grad_kernels) {
-    const cpu::ThreadPool pool = PoolOf(ctx);
-    TF_RETURN_IF_ERROR(KernelResult(cpu::BackwardFeatures(KindOf<T>::value, g, grad_output,
-                                                          kernels, grad_features, pool),
-                                    "CPU"));
-    return KernelResult(cpu::BackwardKernels(KindOf<T>::value, g, grad_output, features,
-                                             grad_kernels, pool),
-                        "CPU");
-  }
-};
+template <>
+Status RunMap<CpuDevice>(OpKernelContext* ctx, Map map, ScalarKind kind, const CarafeGeometry& g,
+                         const void* first, const void* second, void* result) {
+  return KernelResult(cpu::Run(map, kind, g, first, second, result, PoolOf(ctx)), "CPU");
+}
 
 #ifdef KERAS_CARAFE_WITH_CUDA
 // TensorFlow's CUDA stream for this op, through the Eigen GPU device that
 // OpKernelContext has exposed to custom ops since TensorFlow 1.x (the build
 // defines EIGEN_USE_GPU for this file), rather than StreamExecutor
 // internals that move between releases.
-void* CudaStream(OpKernelContext* ctx) {
-  return ctx->eigen_device<Eigen::GpuDevice>().stream();
+template <>
+Status RunMap<GpuDevice>(OpKernelContext* ctx, Map map, ScalarKind kind, const CarafeGeometry& g,
+                         const void* first, const void* second, void* result) {
+  return KernelResult(cuda::Run(map, kind, g, first, second, result,
+                                ctx->eigen_device<Eigen::GpuDevice>().stream()),
+                      "CUDA");
 }
-
-template <typename T>
-struct Launch<GpuDevice, T> {
-  static Status Forward(OpKernelContext* ctx, const CarafeGeometry& g, const T* features,
-                        const T* kernels, T* output) {
-    return KernelResult(
-        cuda::Forward(KindOf<T>::value, g, features, kernels, output, CudaStream(ctx)), "CUDA");
-  }
-
-  static Status Backward(OpKernelContext* ctx, const CarafeGeometry& g, const T* grad_output,
-                         const T* features, const T* kernels, T* grad_features,
-                         T* grad_kernels) {
-    void* stream = CudaStream(ctx);
-    TF_RETURN_IF_ERROR(KernelResult(cuda::BackwardFeatures(KindOf<T>::value, g, grad_output,
-                                                           kernels, grad_features, stream),
-                                    "CUDA"));
-    return KernelResult(cuda::BackwardKernels(KindOf<T>::value, g, grad_output, features,
-                                              grad_kernels, stream),
-                        "CUDA");
-  }
-};
 #endif  // KERAS_CARAFE_WITH_CUDA
 
 template <Direction D>
@@ -160,9 +131,9 @@ class CarafeOp : public CarafeKernelBase<D> {
     OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out_dims, &out_shape));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
-    OP_REQUIRES_OK(ctx, Launch<Device, T>::Forward(ctx, g, features.flat<T>().data(),
-                                                   kernels.flat<T>().data(),
-                                                   output->flat<T>().data()));
+    OP_REQUIRES_OK(ctx, RunMap<Device>(ctx, Map::kForward, KindOf<T>::value, g,
+                                       features.flat<T>().data(), kernels.flat<T>().data(),
+                                       output->flat<T>().data()));
   }
 };
 
@@ -185,10 +156,13 @@ class CarafeGradOp : public CarafeKernelBase<D> {
     Tensor* grad_kernels = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, features.shape(), &grad_features));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, kernels.shape(), &grad_kernels));
-    OP_REQUIRES_OK(ctx, Launch<Device, T>::Backward(
-                            ctx, g, grad_output.flat<T>().data(), features.flat<T>().data(),
-                            kernels.flat<T>().data(), grad_features->flat<T>().data(),
-                            grad_kernels->flat<T>().data()));
+    const T* d = grad_output.flat<T>().data();
+    OP_REQUIRES_OK(ctx, RunMap<Device>(ctx, Map::kFeaturesGrad, KindOf<T>::value, g, d,
+                                       kernels.flat<T>().data(),
+                                       grad_features->flat<T>().data()));
+    OP_REQUIRES_OK(ctx, RunMap<Device>(ctx, Map::kKernelsGrad, KindOf<T>::value, g, d,
+                                       features.flat<T>().data(),
+                                       grad_kernels->flat<T>().data()));
   }
 };
 

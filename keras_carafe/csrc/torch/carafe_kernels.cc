@@ -9,6 +9,7 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 
 #include "carafe_cpu.h"
@@ -62,108 +63,70 @@ void KernelResult(const char* error) {
   TORCH_CHECK(error == nullptr, "CARAFE kernel failed: ", error ? error : "");
 }
 
-// The three maps on the device of `like`: `run_cpu(pool)` or `run_cuda(stream)`.
-template <typename Cpu, typename Cuda>
-void OnDevice(const at::Tensor& like, Cpu run_cpu, Cuda run_cuda) {
-  if (like.device().is_cpu()) {
-    KernelResult(run_cpu(cpu::ThreadPool{ParallelFor, nullptr}));
-    return;
+// Map `map` of `first` and `second` on their device. The result has `result_sizes`
+// where given (the features gradient's), else the shape the geometry implies.
+at::Tensor Run(Map map, const char* first_name, const at::Tensor& first_in,
+               const char* second_name, const at::Tensor& second_in, const int64_t* result_sizes,
+               const Attributes& attributes) {
+  const ScalarKind kind = CheckPair(first_name, first_in, second_name, second_in);
+  const at::Tensor first = first_in.contiguous(), second = second_in.contiguous();
+  CarafeGeometry g;
+  Check(CheckMap(map, attributes, DimsOf(first), DimsOf(second),
+                 Dims{result_sizes, result_sizes ? 4 : 0}, &g));
+  int64_t sizes[4];
+  if (result_sizes != nullptr) {
+    std::copy(result_sizes, result_sizes + 4, sizes);
+  } else if (map == Map::kForward) {
+    OutputDims(g, sizes);
+  } else {
+    KernelDims(g, sizes);
+  }
+  at::Tensor result = at::empty(sizes, first.options());
+  const void* a = first.const_data_ptr();
+  const void* b = second.const_data_ptr();
+  void* out = result.mutable_data_ptr();
+  if (first.device().is_cpu()) {
+    KernelResult(cpu::Run(map, kind, g, a, b, out, cpu::ThreadPool{ParallelFor, nullptr}));
+    return result;
   }
 #ifdef KERAS_CARAFE_WITH_CUDA
-  if (like.device().is_cuda()) {
-    const c10::DeviceGuard guard(like.device());
+  if (first.device().is_cuda()) {
+    const c10::DeviceGuard guard(first.device());
     const c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
-    KernelResult(run_cuda(impl.getStream(like.device()).native_handle()));
-    return;
+    KernelResult(cuda::Run(map, kind, g, a, b, out,
+                           impl.getStream(first.device()).native_handle()));
+    return result;
   }
 #endif
-  (void)run_cuda;
   TORCH_CHECK(false, "the compiled CARAFE kernels run on CPU",
 #ifdef KERAS_CARAFE_WITH_CUDA
               " and CUDA",
 #endif
-              " tensors, got a tensor on ", like.device());
+              " tensors, got a tensor on ", first.device());
+  return result;  // not reached
 }
 
-at::Tensor Forward(const at::Tensor& features_in, const at::Tensor& kernels_in, int64_t scale,
+at::Tensor Forward(const at::Tensor& features, const at::Tensor& kernels, int64_t scale,
                    int64_t stride, int64_t kernel_size, int64_t groups) {
-  const ScalarKind kind = CheckPair("features", features_in, "kernels", kernels_in);
-  const at::Tensor features = features_in.contiguous(), kernels = kernels_in.contiguous();
-  CarafeGeometry g;
-  Check(CheckReassembly(Attributes{scale, stride, kernel_size, groups}, DimsOf(features),
-                        DimsOf(kernels), &g));
-  int64_t sizes[4];
-  OutputDims(g, sizes);
-  at::Tensor output = at::empty(sizes, features.options());
-  OnDevice(
-      features,
-      [&](const cpu::ThreadPool& pool) {
-        return cpu::Forward(kind, g, features.const_data_ptr(), kernels.const_data_ptr(),
-                            output.mutable_data_ptr(), pool);
-      },
-      [&](void* stream) {
-        return cuda::Forward(kind, g, features.const_data_ptr(), kernels.const_data_ptr(),
-                             output.mutable_data_ptr(), stream);
-      });
-  return output;
+  return Run(Map::kForward, "features", features, "kernels", kernels, nullptr,
+             Attributes{scale, stride, kernel_size, groups});
 }
 
-at::Tensor FeaturesGrad(const at::Tensor& grad_output_in, const at::Tensor& kernels_in,
+at::Tensor FeaturesGrad(const at::Tensor& grad_output, const at::Tensor& kernels,
                         c10::SymInt height, c10::SymInt width, int64_t scale, int64_t stride,
                         int64_t kernel_size, int64_t groups) {
-  const ScalarKind kind = CheckPair("grad_output", grad_output_in, "kernels", kernels_in);
-  const at::Tensor grad_output = grad_output_in.contiguous(), kernels = kernels_in.contiguous();
   TORCH_CHECK_VALUE(grad_output.dim() == 4, "grad_output must have rank 4, got shape ",
                     grad_output.sizes());
   const int64_t features_sizes[4] = {grad_output.size(0), height.expect_int(),
                                      width.expect_int(), grad_output.size(3)};
-  CarafeGeometry g;
-  Check(CheckReassembly(Attributes{scale, stride, kernel_size, groups}, Dims{features_sizes, 4},
-                        DimsOf(kernels), &g));
-  int64_t expected[4];
-  OutputDims(g, expected);
-  Check(CheckDims("grad_output", DimsOf(grad_output), expected, "the output shape"));
-  at::Tensor grad_features = at::empty(features_sizes, grad_output.options());
-  OnDevice(
-      grad_output,
-      [&](const cpu::ThreadPool& pool) {
-        return cpu::BackwardFeatures(kind, g, grad_output.const_data_ptr(),
-                                     kernels.const_data_ptr(), grad_features.mutable_data_ptr(),
-                                     pool);
-      },
-      [&](void* stream) {
-        return cuda::BackwardFeatures(kind, g, grad_output.const_data_ptr(),
-                                      kernels.const_data_ptr(),
-                                      grad_features.mutable_data_ptr(), stream);
-      });
-  return grad_features;
+  return Run(Map::kFeaturesGrad, "grad_output", grad_output, "kernels", kernels, features_sizes,
+             Attributes{scale, stride, kernel_size, groups});
 }
 
-at::Tensor KernelsGrad(const at::Tensor& grad_output_in, const at::Tensor& features_in,
-                       int64_t scale, int64_t stride, int64_t kernel_size, int64_t groups) {
-  const ScalarKind kind = CheckPair("grad_output", grad_output_in, "features", features_in);
-  const at::Tensor grad_output = grad_output_in.contiguous(), features = features_in.contiguous();
-  CarafeGeometry g;
-  Check(CheckReassembly(Attributes{scale, stride, kernel_size, groups}, DimsOf(features),
-                        Dims{nullptr, 0}, &g));
-  int64_t expected[4], kernel_sizes[4];
-  OutputDims(g, expected);
-  KernelDims(g, kernel_sizes);
-  Check(CheckDims("grad_output", DimsOf(grad_output), expected, "the output shape"));
-  at::Tensor grad_kernels = at::empty(kernel_sizes, grad_output.options());
-  OnDevice(
-      grad_output,
-      [&](const cpu::ThreadPool& pool) {
-        return cpu::BackwardKernels(kind, g, grad_output.const_data_ptr(),
-                                    features.const_data_ptr(), grad_kernels.mutable_data_ptr(),
-                                    pool);
-      },
-      [&](void* stream) {
-        return cuda::BackwardKernels(kind, g, grad_output.const_data_ptr(),
-                                     features.const_data_ptr(), grad_kernels.mutable_data_ptr(),
-                                     stream);
-      });
-  return grad_kernels;
+at::Tensor KernelsGrad(const at::Tensor& grad_output, const at::Tensor& features, int64_t scale,
+                       int64_t stride, int64_t kernel_size, int64_t groups) {
+  return Run(Map::kKernelsGrad, "grad_output", grad_output, "features", features, nullptr,
+             Attributes{scale, stride, kernel_size, groups});
 }
 
 }  // namespace
