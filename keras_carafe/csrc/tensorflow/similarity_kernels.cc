@@ -2,12 +2,11 @@
 // shapes at run time (messages in terms of queries and keys) and call the
 // reassembly's own kernels:
 //
-//   similarity(q, k)           = BackwardKernels(grad_output = q, features = k)
-//   d similarity^T u / d q     = Forward(features = k, kernels = u)
-//   d similarity^T u / d k     = BackwardFeatures(grad_output = q, kernels = u)
+//   similarity(q, k)           = Map::kKernelsGrad  (grad_output = q, features = k)
+//   d similarity^T u / d q     = Map::kForward      (features = k, kernels = u)
+//   d similarity^T u / d k     = Map::kFeaturesGrad (grad_output = q, kernels = u)
 //
-// (the three are the partial derivatives of one trilinear form, see
-// keras_carafe/backend/jax/compiled.py).
+// (the three maps of carafe_geometry.h, the partial derivatives of one trilinear form).
 #include <string>
 
 #include "carafe_cpu.h"
@@ -20,6 +19,17 @@
 #include "tensorflow/core/platform/threadpool.h"
 
 namespace keras_carafe {
+
+// The element types' kinds, as in carafe_kernels.cc.
+template <>
+struct KindOf<Eigen::half> {
+  static constexpr ScalarKind value = ScalarKind::kFloat16;
+};
+template <>
+struct KindOf<Eigen::bfloat16> {
+  static constexpr ScalarKind value = ScalarKind::kBFloat16;
+};
+
 namespace {
 
 using ::tensorflow::DEVICE_CPU;
@@ -29,18 +39,6 @@ using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Status;
 using ::tensorflow::Tensor;
-
-// The ScalarKind of the element types this file registers.
-template <typename T>
-constexpr ScalarKind Kind();
-template <>
-constexpr ScalarKind Kind<float>() { return ScalarKind::kFloat32; }
-template <>
-constexpr ScalarKind Kind<double>() { return ScalarKind::kFloat64; }
-template <>
-constexpr ScalarKind Kind<Eigen::half>() { return ScalarKind::kFloat16; }
-template <>
-constexpr ScalarKind Kind<Eigen::bfloat16>() { return ScalarKind::kBFloat16; }
 
 struct CpuDevice {};
 struct GpuDevice {};
@@ -70,54 +68,26 @@ cpu::ThreadPool PoolOf(OpKernelContext* ctx) {
       ctx->device()->tensorflow_cpu_worker_threads()->workers};
 }
 
-// The three maps on one device, with the arguments named as in the reassembly.
+// Map `map` (carafe_geometry.h) of two operands into `result` on the op's device, as in
+// carafe_kernels.cc: TensorFlow's intra-op pool, or its CUDA stream.
 template <typename Device>
-struct Maps;
+Status RunMap(OpKernelContext* ctx, Map map, ScalarKind kind, const CarafeGeometry& g,
+              const void* first, const void* second, void* result);
 
 template <>
-struct Maps<CpuDevice> {
-  static constexpr const char* kName = "CPU";
-  static const char* Forward(OpKernelContext* ctx, ScalarKind kind, const CarafeGeometry& g,
-                             const void* features, const void* kernels, void* output) {
-    return cpu::Forward(kind, g, features, kernels, output, PoolOf(ctx));
-  }
-  static const char* FeaturesGrad(OpKernelContext* ctx, ScalarKind kind,
-                                  const CarafeGeometry& g, const void* grad_output,
-                                  const void* kernels, void* grad_features) {
-    return cpu::BackwardFeatures(kind, g, grad_output, kernels, grad_features, PoolOf(ctx));
-  }
-  static const char* KernelsGrad(OpKernelContext* ctx, ScalarKind kind, const CarafeGeometry& g,
-                                 const void* grad_output, const void* features,
-                                 void* grad_kernels) {
-    return cpu::BackwardKernels(kind, g, grad_output, features, grad_kernels, PoolOf(ctx));
-  }
-};
-
-#ifdef KERAS_CARAFE_WITH_CUDA
-// TensorFlow's CUDA stream for this op (as in carafe_kernels.cc).
-void* CudaStream(OpKernelContext* ctx) {
-  return ctx->eigen_device<Eigen::GpuDevice>().stream();
+Status RunMap<CpuDevice>(OpKernelContext* ctx, Map map, ScalarKind kind, const CarafeGeometry& g,
+                         const void* first, const void* second, void* result) {
+  return KernelResult(cpu::Run(map, kind, g, first, second, result, PoolOf(ctx)), "CPU");
 }
 
+#ifdef KERAS_CARAFE_WITH_CUDA
 template <>
-struct Maps<GpuDevice> {
-  static constexpr const char* kName = "CUDA";
-  static const char* Forward(OpKernelContext* ctx, ScalarKind kind, const CarafeGeometry& g,
-                             const void* features, const void* kernels, void* output) {
-    return cuda::Forward(kind, g, features, kernels, output, CudaStream(ctx));
-  }
-  static const char* FeaturesGrad(OpKernelContext* ctx, ScalarKind kind,
-                                  const CarafeGeometry& g, const void* grad_output,
-                                  const void* kernels, void* grad_features) {
-    return cuda::BackwardFeatures(kind, g, grad_output, kernels, grad_features,
-                                  CudaStream(ctx));
-  }
-  static const char* KernelsGrad(OpKernelContext* ctx, ScalarKind kind, const CarafeGeometry& g,
-                                 const void* grad_output, const void* features,
-                                 void* grad_kernels) {
-    return cuda::BackwardKernels(kind, g, grad_output, features, grad_kernels, CudaStream(ctx));
-  }
-};
+Status RunMap<GpuDevice>(OpKernelContext* ctx, Map map, ScalarKind kind, const CarafeGeometry& g,
+                         const void* first, const void* second, void* result) {
+  return KernelResult(cuda::Run(map, kind, g, first, second, result,
+                                ctx->eigen_device<Eigen::GpuDevice>().stream()),
+                      "CUDA");
+}
 #endif  // KERAS_CARAFE_WITH_CUDA
 
 class SimilarityKernelBase : public OpKernel {
@@ -156,10 +126,9 @@ class SimilarityOp : public SimilarityKernelBase {
     OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(dims, &shape));
     Tensor* similarity = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &similarity));
-    OP_REQUIRES_OK(ctx, KernelResult(Maps<Device>::KernelsGrad(
-                                         ctx, Kind<T>(), g, queries.flat<T>().data(),
-                                         keys.flat<T>().data(), similarity->flat<T>().data()),
-                                     Maps<Device>::kName));
+    OP_REQUIRES_OK(ctx, RunMap<Device>(ctx, Map::kKernelsGrad, KindOf<T>::value, g,
+                                       queries.flat<T>().data(), keys.flat<T>().data(),
+                                       similarity->flat<T>().data()));
   }
 };
 
@@ -183,15 +152,12 @@ class SimilarityGradOp : public SimilarityKernelBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, queries.shape(), &grad_queries));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, keys.shape(), &grad_keys));
     const T* upstream = grad_similarity.flat<T>().data();
-    OP_REQUIRES_OK(ctx, KernelResult(Maps<Device>::Forward(ctx, Kind<T>(), g,
-                                                           keys.flat<T>().data(), upstream,
-                                                           grad_queries->flat<T>().data()),
-                                     Maps<Device>::kName));
-    OP_REQUIRES_OK(ctx, KernelResult(Maps<Device>::FeaturesGrad(ctx, Kind<T>(), g,
-                                                                queries.flat<T>().data(),
-                                                                upstream,
-                                                                grad_keys->flat<T>().data()),
-                                     Maps<Device>::kName));
+    OP_REQUIRES_OK(ctx, RunMap<Device>(ctx, Map::kForward, KindOf<T>::value, g,
+                                       keys.flat<T>().data(), upstream,
+                                       grad_queries->flat<T>().data()));
+    OP_REQUIRES_OK(ctx, RunMap<Device>(ctx, Map::kFeaturesGrad, KindOf<T>::value, g,
+                                       queries.flat<T>().data(), upstream,
+                                       grad_keys->flat<T>().data()));
   }
 };
 
