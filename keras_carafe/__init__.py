@@ -1,7 +1,6 @@
 """CARAFE (Content-Aware ReAssembly of FEatures) for Keras 3, on every Keras backend."""
 
-__version__ = "0.1.0"
-
+from keras_carafe._version import __version__
 from keras_carafe import backend, ops  # noqa: E402
 from keras_carafe.layers import CARAFE, CARAFEDownsample, DySample, FADE, SAPA  # noqa: E402
 from keras_carafe.mmcv_checkpoints import load_mmcv_weights, mmcv_weights  # noqa: E402

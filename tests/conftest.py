@@ -9,12 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "slow: takes tens of seconds (compiles the op several times); "
-        "deselect with -m 'not slow'",
-    )
+
+def pytest_ignore_collect(collection_path, config):
+    """With `-m all_backends`, the modules that do not carry the marker are not imported:
+    many need TensorFlow, which the JAX and PyTorch environments do not have."""
+    if (config.getoption("markexpr") == "all_backends" and collection_path.suffix == ".py"
+            and collection_path.name.startswith("test_")
+            and "pytestmark = pytest.mark.all_backends" not in collection_path.read_text()):
+        return True
+    return None
 
 
 @pytest.fixture

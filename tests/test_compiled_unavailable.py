@@ -22,6 +22,8 @@ from keras_carafe import backend
 from keras_carafe.library import OpUnavailableError
 from keras_carafe.ops import carafe, implementation
 
+pytestmark = pytest.mark.all_backends
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -12,9 +12,8 @@ import pytest
 from keras_carafe import CARAFE
 from keras_carafe.__main__ import main
 from keras_carafe.demo import (DEFAULT, QUICK, UPSAMPLERS, DemoConfig, add_arguments,
-                               classifier, config_from_args, costs, data, evaluation,
-                               experiment, figures, models, report, texture_insets,
-                               upsamplers)
+                               config_from_args, data, evaluation, experiment, models, report,
+                               result_figures, upsampler_flops, upsamplers)
 
 
 def _parse(argv):
@@ -186,32 +185,32 @@ def test_stacked_carafe_model_rejects_zero_stages():
 
 
 def test_nearest_upsampling_costs_no_flops():
-    assert costs.upsampler_flops(upsamplers.make_upsampler("nearest", 2, 4), 3, 5, 4) == 0
+    assert upsampler_flops.upsampler_flops(upsamplers.make_upsampler("nearest", 2, 4), 3, 5, 4) == 0
 
 
 def test_bilinear_flops_are_four_multiply_adds_per_output_value():
     layer = upsamplers.make_upsampler("bilinear", 2, 4)
     # 6x10 outputs x 4 channels x 4 taps x 2 FLOPs.
-    assert costs.upsampler_flops(layer, 3, 5, 4) == 1920
+    assert upsampler_flops.upsampler_flops(layer, 3, 5, 4) == 1920
 
 
 def test_transposed_convolution_flops_for_a_known_case():
     layer = upsamplers.make_upsampler("transposed_conv", 2, 4)
     # 3*5 pixels x 4 input channels, each multiplied into a 4x4 x 4-channel
     # output block: 60 x 64 = 3840 multiply-adds.
-    assert costs.upsampler_flops(layer, 3, 5, 4) == 2 * 3840
+    assert upsampler_flops.upsampler_flops(layer, 3, 5, 4) == 2 * 3840
 
 
 def test_pixel_shuffle_flops_for_a_known_case():
     layer = upsamplers.make_upsampler("pixel_shuffle", 2, 4)
     # 15 pixels x 3x3 x 4 in x 16 out channels = 8640 MACs.
-    assert costs.upsampler_flops(layer, 3, 5, 4) == 2 * 8640
+    assert upsampler_flops.upsampler_flops(layer, 3, 5, 4) == 2 * 8640
 
 
 def test_carafe_flops_are_the_layers_own_count():
     layer = upsamplers.make_upsampler("carafe", 2, 16)
     assert isinstance(layer, CARAFE)
-    assert costs.upsampler_flops(layer, 3, 5, 16) == layer.cost(3, 5, 16).flops
+    assert upsampler_flops.upsampler_flops(layer, 3, 5, 16) == layer.cost(3, 5, 16).flops
 
 
 def test_pixel_shuffle_survives_saving(tmp_path, rng):
@@ -243,64 +242,6 @@ def test_trained_carafe_model_gives_normalized_kernels_per_output_pixel():
     kernels = experiment.carafe_kernels(model, tests["camera"][0])
     assert kernels.shape == (32, 32, 5, 5)
     np.testing.assert_allclose(kernels.sum(axis=(-2, -1)), 1.0, rtol=1e-5)
-
-
-# --- texture insets and the classifier -----------------------------------------------------
-
-def test_inset_images_have_one_labelled_square_each(rng):
-    images, labels, masks = texture_insets.inset_images(6, rng, size=32, inset=10)
-    assert images.shape == (6, 32, 32, 1) and images.dtype == np.float32
-    assert labels.shape == (6,) and set(labels) <= {0, 1, 2}
-    assert masks.shape == (6, 32, 32) and list(masks.sum(axis=(1, 2))) == [100] * 6
-
-
-def test_inset_splits_take_pixels_from_opposite_halves(monkeypatch, rng):
-    # A source whose left half is 0 and right half is 1 shows which half was read.
-    halves = np.zeros((64, 64), np.float32)
-    halves[:, 32:] = 1.0
-    monkeypatch.setattr(texture_insets, "load_image", lambda name: halves)
-    train, _, _ = texture_insets.inset_images(4, rng, "train", size=16, inset=6)
-    held_out, _, _ = texture_insets.inset_images(4, rng, "held_out", size=16, inset=6)
-    assert train.max() == 0.0 and held_out.min() == 1.0
-
-
-def test_inset_images_reject_an_unknown_split(rng):
-    with pytest.raises(ValueError, match="split"):
-        texture_insets.inset_images(1, rng, "test")
-
-
-def test_inset_images_reject_an_inset_as_large_as_the_image(rng):
-    with pytest.raises(ValueError, match="inset"):
-        texture_insets.inset_images(1, rng, size=16, inset=16)
-
-
-@pytest.mark.parametrize("name", ["bilinear", "carafe"])
-def test_classifier_gives_class_probabilities(name, rng):
-    model = classifier.build_classifier(name, 3, size=16, channels=8)
-    probabilities = np.asarray(model(rng.random((2, 16, 16, 1)).astype("float32")))
-    assert probabilities.shape == (2, 3)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-
-
-def test_classifier_decoder_works_at_half_the_input_resolution():
-    model = classifier.build_classifier("carafe", 3, size=16, channels=8)
-    assert tuple(model.get_layer("decoder").output.shape) == (None, 8, 8, 8)
-
-
-def test_classifiers_differ_only_in_the_upsampler_at_initialization():
-    a = classifier.build_classifier("bilinear", 3, size=16, channels=8, seed=2)
-    b = classifier.build_classifier("carafe", 3, size=16, channels=8, seed=2)
-    for name in ["stem", "down1", "down2", "decoder", "class"]:
-        for x, y in zip(a.get_layer(name).get_weights(), b.get_layer(name).get_weights()):
-            np.testing.assert_array_equal(x, y)
-
-
-def test_classifier_training_reports_loss_and_accuracy_per_epoch(rng):
-    images, labels, _ = texture_insets.inset_images(16, rng, size=16, inset=6)
-    model = classifier.build_classifier("bilinear", 3, size=16, channels=8)
-    history, seconds = classifier.train_classifier(model, images, labels, epochs=2,
-                                                   batch_size=8, verbose=0)
-    assert len(history["loss"]) == 2 and len(history["accuracy"]) == 2 and seconds > 0
 
 
 # --- metrics, report and figures --------------------------------------------------------
@@ -338,7 +279,7 @@ def test_hardest_window_covers_the_baselines_largest_error():
     reference = np.zeros((40, 50))
     baseline = reference.copy()
     baseline[30:34, 41:45] = 1.0
-    top, left, h, w = figures.hardest_window(reference, baseline, 8)
+    top, left, h, w = result_figures.hardest_window(reference, baseline, 8)
     assert top <= 30 and top + h >= 34 and left <= 41 and left + w >= 45
     assert top + h <= 40 and left + w <= 50
 
@@ -346,6 +287,6 @@ def test_hardest_window_covers_the_baselines_largest_error():
 def test_picked_pixels_are_distinct_and_away_from_the_border(rng):
     reference = rng.random((40, 40))
     kernels = rng.dirichlet(np.ones(9), size=(40, 40)).reshape(40, 40, 3, 3)
-    pixels = figures.pick_pixels(reference, kernels, count=4)
+    pixels = result_figures.pick_pixels(reference, kernels, count=4)
     assert len(set(pixels)) == 4
     assert all(8 <= y < 32 and 8 <= x < 32 for y, x in pixels)

@@ -15,6 +15,8 @@ from autodiff import float64_enabled, gradient, jvp, leaf, to_float64
 from derivative_cases import (CASES, assert_close_to_roundoff, case_id, problem, reassemble,
                               reference)
 
+pytestmark = pytest.mark.all_backends
+
 ops = keras.ops
 
 

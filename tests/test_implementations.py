@@ -19,6 +19,8 @@ from keras_carafe.ops import carafe, carafe_downsample, portable, validation
 from shape_grids import (CASES, DOWNSAMPLE_CASES, DOWNSAMPLE_GRADIENT_CASES, GRADIENT_CASES,
                          case_id)
 
+pytestmark = pytest.mark.all_backends
+
 DIRECTIONS = {
     "upsample": (carafe, carafe_reference, carafe_reference_grads, random_inputs,
                  error_scales),

@@ -22,6 +22,8 @@ from keras_carafe import CARAFE
 from keras_carafe.ops.implementation import resolve
 from keras_carafe.visualize import layer_kernels
 
+pytestmark = pytest.mark.all_backends
+
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("tensorflow", "jax", "torch")
 

@@ -13,6 +13,8 @@ from autodiff import BACKEND, float64_enabled, to_float64
 from carafe_reference import carafe_downsample_reference
 from keras_carafe import CARAFEDownsample
 
+pytestmark = pytest.mark.all_backends
+
 
 def _layer(**kwargs):
     settings = dict(compressed_channels=4, encoder_kernel_initializer="glorot_uniform")

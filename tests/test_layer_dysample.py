@@ -13,6 +13,8 @@ from autodiff import BACKEND, float64_enabled, to_float64
 from keras_carafe import DySample, load_official_weights
 from official_reference import dysample_forward, random_dysample_parameters
 
+pytestmark = pytest.mark.all_backends
+
 # (channels, scale_factor, group_size, style, dynamic_scope, height, width)
 CONFIGS = [
     (8, 2, 4, "lp", False, 5, 4),    # the official defaults, odd height

@@ -13,6 +13,8 @@ from carafe_reference import carafe_reference
 from keras_carafe import FADE, backend, load_official_weights
 from official_reference import fade_forward, random_fade_parameters
 
+pytestmark = pytest.mark.all_backends
+
 IMPLEMENTATIONS = backend.current().IMPLEMENTATIONS
 
 # (channels, scale_factor, kernel_size, embedding_channels, encoder_kernel_size, gated,

@@ -14,6 +14,8 @@ from keras_carafe import SAPA, backend, load_official_weights
 from official_reference import random_sapa_parameters, sapa_forward
 from similarity_reference import local_similarity_reference
 
+pytestmark = pytest.mark.all_backends
+
 IMPLEMENTATIONS = backend.current().IMPLEMENTATIONS
 
 # (decoder channels, encoder channels, scale_factor, kernel_size, embedding_channels,

@@ -37,8 +37,10 @@ def kernel_for_this_interpreter(tmp_path, monkeypatch):
         "language": "python",
     }))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    # notebooks/ too: notebook 03 imports its helpers from its own folder, as it does when
+    # Jupyter runs it there.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        [str(REPO), str(NOTEBOOK_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]))
     return KERNEL_NAME
 
 

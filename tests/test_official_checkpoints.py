@@ -16,6 +16,8 @@ from official_reference import (dysample_forward, fade_forward, fade_h2l_forward
                                 random_dysample_parameters, random_fade_parameters,
                                 random_sapa_parameters, sapa_forward)
 
+pytestmark = pytest.mark.all_backends
+
 
 def _nhwc(x):
     return np.transpose(x, (0, 2, 3, 1))

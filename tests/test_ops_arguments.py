@@ -13,6 +13,8 @@ from autodiff import BACKEND
 from keras_carafe import backend
 from keras_carafe.ops import carafe, carafe_downsample
 
+pytestmark = pytest.mark.all_backends
+
 IMPLEMENTATIONS = ("auto", *backend.current().IMPLEMENTATIONS)
 
 # Valid problems: 2 images of 5 x 4 x 6, 3 x 3 kernels, 2 groups (18 kernel channels).

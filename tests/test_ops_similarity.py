@@ -21,6 +21,8 @@ from similarity_reference import (local_similarity_reference, local_similarity_r
                                   random_similarity_inputs, similarity_error_scales,
                                   similarity_loops)
 
+pytestmark = pytest.mark.all_backends
+
 IMPLEMENTATIONS = backend.current().IMPLEMENTATIONS
 
 

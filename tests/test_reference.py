@@ -8,6 +8,8 @@ from carafe_reference import (carafe_downsample_loops, carafe_downsample_referen
                               random_downsample_inputs, random_inputs)
 from shape_grids import case_id
 
+pytestmark = pytest.mark.all_backends
+
 
 @pytest.mark.parametrize("case", [(2, 5, 6, 4, 2, 3, 2), (1, 1, 3, 2, 3, 5, 1),
                                   (1, 4, 4, 4, 1, 7, 4), (1, 7, 5, 2, 4, 3, 1)], ids=case_id)

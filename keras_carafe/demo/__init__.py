@@ -9,7 +9,7 @@ folder. Needs the `demo` extra: `pip install keras-carafe[demo]`.
 This module holds only the options and their presets; `run` imports the
 training code. The pieces are reusable on their own (the notebooks use
 them): `experiment.prepare_data`, `experiment.train_upsampler`,
-`experiment.carafe_kernels`, `models`, `texture_insets`, `classifier`.
+`experiment.carafe_kernels`, `models`, `result_figures.pick_pixels`.
 """
 
 import argparse

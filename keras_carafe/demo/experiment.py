@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_carafe import visualize
-from keras_carafe.demo import costs, data, evaluation, figures, models, report, training
+from keras_carafe.demo import (data, evaluation, models, report, result_figures, training,
+                               upsampler_flops)
 from keras_carafe.demo.report import BASELINE
 
 # FLOPs are quoted for upsampling the features of one image of this output size.
@@ -140,7 +141,7 @@ def run_experiment(config, log=print):
                                                        config.scale)
         row = {"upsampler": upsampler, "upsampler_params": layer.count_params(),
                "model_params": model.count_params(),
-               "upsampler_mflops": costs.upsampler_flops(layer, *flops_low,
+               "upsampler_mflops": upsampler_flops.upsampler_flops(layer, *flops_low,
                                                          config.channels) / 1e6,
                "train_seconds": seconds, **evaluation.mean_metrics(per_image),
                "per_image": per_image, "losses": losses}
@@ -163,16 +164,16 @@ def run_experiment(config, log=print):
         "carafe_reassembly": carafe_backend,
         "total_seconds": None,
     }
-    _save_figure(figures.comparison_figure({n: hr for n, (_, hr) in tests.items()},
+    _save_figure(result_figures.comparison_figure({n: hr for n, (_, hr) in tests.items()},
                                            predictions),
                  os.path.join(config.output, "comparison.png"), written)
     _save_figure(visualize.plot_loss_curves(histories),
                  os.path.join(config.output, "training_loss.png"), written)
     for name, image_kernels in kernels.items():
         lr, hr = tests[name]
-        _save_figure(figures.kernel_figure(lr, hr, image_kernels, config.scale, name),
+        _save_figure(result_figures.kernel_figure(lr, hr, image_kernels, config.scale, name),
                      os.path.join(config.output, f"carafe_kernels_{name}.png"), written)
-        _save_figure(figures.entropy_figure(hr, image_kernels, name),
+        _save_figure(result_figures.entropy_figure(hr, image_kernels, name),
                      os.path.join(config.output, f"carafe_entropy_{name}.png"), written)
 
     environment["total_seconds"] = time.perf_counter() - started

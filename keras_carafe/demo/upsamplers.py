@@ -3,7 +3,7 @@
 import keras
 
 from keras_carafe.demo.config import UPSAMPLERS
-from keras_carafe.demo.pixel_shuffle import PixelShuffle
+from keras_carafe.demo.subpixel_upsampler import PixelShuffle
 from keras_carafe.layers import CARAFE, SAPA, DySample, FADE
 
 # The successors of CARAFE, for comparisons that can feed them (the super-resolution demo

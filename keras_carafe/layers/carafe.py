@@ -31,22 +31,21 @@ class CARAFE(ReassemblyLayer):
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             Keras `image_data_format()`).
         implementation: `"auto"`, `"op"`, `"fallback"` or `"portable"`, as
-            in `keras_carafe.ops.carafe` (`"op"` and `"fallback"` need the
-            TensorFlow backend; on JAX and PyTorch `"auto"` is the portable
-            path). On TensorFlow, `"fallback"` and `"portable"` let Keras
+            in `keras_carafe.ops.carafe` (`"fallback"` needs the TensorFlow
+            backend; `"auto"` runs the compiled kernels wherever they build,
+            on every backend). On TensorFlow, `"fallback"` and `"portable"` let Keras
             compile the layer with XLA (`jit_compile=True`); `"auto"` and
             `"op"` run the compiled op and let Keras leave XLA off (an
             explicit `tf.function(jit_compile=True)` still works: `"auto"`
             then uses the portable path).
-        compressor_kernel_initializer, compressor_bias_initializer,
-        compressor_kernel_regularizer, compressor_bias_regularizer,
-        compressor_kernel_constraint, compressor_bias_constraint: for the 1x1
-            compressor convolution.
-        encoder_kernel_initializer, ... encoder_bias_constraint: the same for
-            the content encoder. Its kernel starts at a small normal
-            (stddev 0.001), so that the initial kernels average the
-            neighbourhood, as in the reference implementation.
-        **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
+        **kwargs: `compressor_kernel_initializer`, `compressor_bias_initializer`,
+            `compressor_kernel_regularizer`, `compressor_bias_regularizer`,
+            `compressor_kernel_constraint` and `compressor_bias_constraint`
+            for the 1x1 compressor convolution; the same six `encoder_*`
+            arguments for the content encoder, whose kernel starts at a small
+            normal (stddev 0.001) so that the initial kernels average the
+            neighbourhood, as in the reference implementation; and the base
+            `Layer` arguments (`name`, `dtype`, `trainable`, ...).
 
     Input shape:
         4D tensor `(batch, height, width, channels)` for `channels_last` or

@@ -46,15 +46,14 @@ class CARAFEDownsample(ReassemblyLayer):
         implementation: `"auto"`, `"op"`, `"fallback"` or `"portable"`, as
             in `keras_carafe.ops.carafe_downsample`, with the same XLA
             behaviour as `CARAFE`.
-        compressor_kernel_initializer, compressor_bias_initializer,
-        compressor_kernel_regularizer, compressor_bias_regularizer,
-        compressor_kernel_constraint, compressor_bias_constraint: for the 1x1
-            compressor convolution.
-        encoder_kernel_initializer, ... encoder_bias_constraint: the same for
-            the content encoder, whose kernel starts at a small normal
-            (stddev 0.001) so that the initial kernels average the
-            neighbourhood.
-        **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
+        **kwargs: `compressor_kernel_initializer`, `compressor_bias_initializer`,
+            `compressor_kernel_regularizer`, `compressor_bias_regularizer`,
+            `compressor_kernel_constraint` and `compressor_bias_constraint`
+            for the 1x1 compressor convolution; the same six `encoder_*`
+            arguments for the content encoder, whose kernel starts at a small
+            normal (stddev 0.001) so that the initial kernels average the
+            neighbourhood; and the base `Layer` arguments (`name`, `dtype`,
+            `trainable`, ...).
 
     Input shape:
         4D tensor `(batch, height, width, channels)` for `channels_last` or

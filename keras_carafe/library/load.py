@@ -25,6 +25,13 @@ class OpUnavailableError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class LoadedLibrary:
+    """A framework's compiled library, opened in this process.
+
+    `report.describe()` says what was built, where, with which compilers and for which
+    GPU architectures; `cuda_usable` and `cuda_status` whether (and why not) the CUDA
+    kernels can run on every visible GPU; `path` is the library file.
+    """
+
     report: build.BuildReport
     # What `open_library` returned (TensorFlow: the op module).
     module: object

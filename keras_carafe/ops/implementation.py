@@ -20,6 +20,7 @@ import threading
 import warnings
 
 IMPLEMENTATIONS = ("auto", "op", "fallback", "portable")
+"""The values of the `implementation` argument of the ops and layers."""
 FORCE_FALLBACK_ENV = "KERAS_CARAFE_FORCE_FALLBACK"
 
 _portable_forced = contextvars.ContextVar("keras_carafe_portable_forced", default=False)

@@ -1,6 +1,7 @@
 """Kernel analysis and figures for CARAFE models.
 
-The figures need matplotlib (`pip install keras-carafe[demo]`).
+The NumPy helpers (kernels, extraction, attribution) need no plotting library; the
+`plot_*` functions import matplotlib when called (`pip install keras-carafe[demo]`).
 """
 
 from keras_carafe.visualize.attribution import share_inside

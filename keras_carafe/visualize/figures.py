@@ -4,16 +4,29 @@ Every function returns a `matplotlib.figure.Figure` built without pyplot, so
 nothing depends on (or changes) the active backend: save it with
 `fig.savefig(path)`, or leave it as a notebook cell's last expression to
 show it.
+
+matplotlib is imported by the figure functions themselves (it comes with the
+`demo` extra), so that the NumPy helpers of `keras_carafe.visualize` import
+without it.
 """
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from keras_carafe.visualize.kernels import kernel_entropy, neighbourhood, source_pixel
 
 # Colours that stay distinct on grey-scale images.
 _MARKER_COLOURS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4",
                    "#42d4f4", "#f032e6")
+
+
+def _new_figure(**kwargs):
+    """A `matplotlib.figure.Figure`, or an ImportError that says which extra brings it."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("keras_carafe.visualize's figures need matplotlib: "
+                          "pip install 'keras-carafe[demo]' (or matplotlib)") from error
+    return Figure(**kwargs)
 
 
 def _show_image(ax, image, **kwargs):
@@ -43,7 +56,7 @@ def _input_position(pixel, scale_factor, stride=1):
 def _grid(n_axes, ncols, panel_size):
     ncols = max(1, min(ncols or n_axes, n_axes))
     nrows = -(-n_axes // ncols)
-    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + 0.3), layout="constrained")
+    fig = _new_figure(figsize=(panel_size * ncols, panel_size * nrows + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n_axes:]:
         fig.delaxes(ax)
@@ -146,7 +159,7 @@ def plot_kernel_entropy(image, entropy, kernel_size, title=None, panel_size=3.5)
     Returns:
         Figure with three axes: the image, the entropy map and its colour bar.
     """
-    fig = Figure(figsize=(2 * panel_size + 0.6, panel_size + 0.3), layout="constrained")
+    fig = _new_figure(figsize=(2 * panel_size + 0.6, panel_size + 0.3), layout="constrained")
     ax_image, ax_entropy = fig.subplots(1, 2)
     _show_image(ax_image, image)
     ax_image.set_title("image", fontsize=9)
@@ -293,7 +306,8 @@ def plot_curves(curves, xlabel, ylabel, levels=None, xscale="linear", title=None
 
     Args:
         curves: dict from a name to `(x, y)` arrays.
-        xlabel, ylabel: axis labels.
+        xlabel: x axis label.
+        ylabel: y axis label.
         levels: optional dict from a name to a constant y value.
         xscale: matplotlib x scale ("linear", "log", "symlog", ...).
         title: optional figure title.
@@ -301,7 +315,7 @@ def plot_curves(curves, xlabel, ylabel, levels=None, xscale="linear", title=None
     Returns:
         Figure with one axis: a line per curve and per level.
     """
-    fig = Figure(figsize=(5.5, 3.5), layout="constrained")
+    fig = _new_figure(figsize=(5.5, 3.5), layout="constrained")
     ax = fig.subplots()
     for name, (x, y) in curves.items():
         ax.plot(x, y, marker="o", ms=3, label=name)

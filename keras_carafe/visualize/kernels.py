@@ -302,7 +302,8 @@ def kernel_distance(kernels, reference):
     fixed interpolation.
 
     Args:
-        kernels, reference: arrays `(..., k, k)` of the same shape.
+        kernels: array `(..., k, k)`.
+        reference: array of the same shape as `kernels`.
 
     Returns:
         Array of the leading shape `(...)`.
@@ -339,7 +340,8 @@ def mean_by_quantile(values, strength, bins=8):
     strength there, to see whether kernels sharpen on edges.
 
     Args:
-        values, strength: arrays of the same shape.
+        values: array.
+        strength: array of the same shape as `values`.
         bins: number of bins; each holds (about) the same number of pixels,
             sorted by `strength`.
 

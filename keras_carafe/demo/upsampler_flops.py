@@ -6,7 +6,7 @@ left out.
 
 import keras
 
-from keras_carafe.demo.pixel_shuffle import PixelShuffle
+from keras_carafe.demo.subpixel_upsampler import PixelShuffle
 from keras_carafe.layers import CARAFE
 
 # Bilinear interpolation reads 2 x 2 input values per output value.
