@@ -149,6 +149,15 @@ def compose_kernels(kernels, scale_factors, pixel):
     Returns:
         Array `(H_0, W_0)` over the first layer's input.
     """
+    _check_chain(kernels, scale_factors)
+    weights = np.zeros(kernels[-1].shape[:2])
+    weights[pixel] = 1.0
+    for layer_kernels, s in zip(reversed(kernels), reversed(scale_factors)):
+        weights = _pull_back(weights, np.asarray(layer_kernels, np.float64), s)
+    return weights
+
+
+def _check_chain(kernels, scale_factors):
     if len(kernels) != len(scale_factors):
         raise ValueError(
             f"got {len(kernels)} kernel arrays but {len(scale_factors)} scale factors")
@@ -157,11 +166,55 @@ def compose_kernels(kernels, scale_factors, pixel):
             raise ValueError(
                 f"a layer's output {lower.shape[:2]} does not feed the next layer's "
                 f"kernels {upper.shape[:2]} at scale {s}")
-    weights = np.zeros(kernels[-1].shape[:2])
-    weights[pixel] = 1.0
-    for layer_kernels, s in zip(reversed(kernels), reversed(scale_factors)):
-        weights = _pull_back(weights, np.asarray(layer_kernels, np.float64), s)
-    return weights
+
+
+def _push_forward(values, kernels, scale_factor):
+    """Reassembles `(H, W, P)` values with a layer's kernels: the layer's own forward pass."""
+    s = scale_factor
+    k = kernels.shape[-1]
+    r = (k - 1) // 2
+    # Zero padding, as in the layer: weight on taps outside the input is lost.
+    padded = np.pad(values, ((r, r), (r, r), (0, 0)))
+    rows = (np.arange(kernels.shape[0]) // s)[:, None]
+    cols = (np.arange(kernels.shape[1]) // s)[None, :]
+    out = np.zeros(kernels.shape[:2] + values.shape[2:])
+    for ky in range(k):
+        for kx in range(k):
+            out += kernels[:, :, ky, kx, None] * padded[rows + ky, cols + kx]
+    return out
+
+
+def spread_kernels(kernels, scale_factors, pixels):
+    """Where single input pixels of stacked CARAFE layers end up in the last layer's output.
+
+    The transpose of `compose_kernels`: for a pixel `p` of the first layer's
+    input, the weight with which every output pixel of the last layer reads
+    `p` through all the layers' kernels (their composed reassembly weights,
+    seen from the input side). This is where the content of a point on a
+    coarse feature level lands after several upsamplings; `spread[q]` equals
+    `compose_kernels(kernels, scale_factors, q)[p]` for every output pixel `q`.
+
+    Args:
+        kernels: list of arrays as in `compose_kernels`, the first layer's
+            first.
+        scale_factors: list of ints, the layers' scale factors.
+        pixels: list of `(row, col)` pixels of the first layer's input.
+
+    Returns:
+        Array `(len(pixels), H_L, W_L)` over the last layer's output.
+    """
+    kernels = [np.asarray(k, np.float64) for k in kernels]
+    _check_chain(kernels, scale_factors)
+    in_h, in_w = kernels[0].shape[0] // scale_factors[0], kernels[0].shape[1] // scale_factors[0]
+    values = np.zeros((in_h, in_w, len(pixels)))
+    for i, (row, col) in enumerate(pixels):
+        if not (0 <= row < in_h and 0 <= col < in_w):
+            raise ValueError(f"pixel {(row, col)} lies outside the first layer's "
+                             f"{in_h}x{in_w} input")
+        values[row, col, i] = 1.0
+    for layer_kernels, s in zip(kernels, scale_factors):
+        values = _push_forward(values, layer_kernels, s)
+    return np.moveaxis(values, -1, 0)
 
 
 def _check_geometry(scale_factor=1, stride=1):
