@@ -1,0 +1,191 @@
+"""Where the content of coarse points lands: the paper's sampling-region analysis.
+
+For a point on the coarsest level of the top-down pathway, the composed
+reassembly weights of all upsampling stages say how much of its value every
+pixel of the finest level receives (`keras_carafe.visualize.spread_kernels`).
+Content-aware upsampling should send it onto the point's own object; a
+fixed upsampler spreads it the same way everywhere. The share of that weight
+which lands on the point's own object measures which.
+
+A point's object is the connected region of its class (in the labels, at
+input resolution) that holds the centre pixel of the point's cell; only
+points whose centre pixel lies on a non-background class are counted. A
+finest-level pixel covers `map_stride x map_stride` input pixels and counts
+for the fraction of them that lie on the object.
+"""
+
+import numpy as np
+import scipy.ndimage
+
+from keras_carafe.visualize import bilinear_kernel_map, layer_kernels, spread_kernels
+from keras_carafe.visualize.callback import upsampling_chain
+
+
+def centre_pixel(point, stride):
+    """The input pixel at the centre of coarse point `point`'s `stride x stride` cell."""
+    return tuple(int(p) * stride + stride // 2 for p in point)
+
+
+def object_mask(labels, pixel):
+    """The connected region (4-neighbourhood) of `labels[pixel]`'s class that holds `pixel`."""
+    regions, _ = scipy.ndimage.label(labels == labels[pixel])
+    return regions == regions[pixel]
+
+
+def share_on_mask(spread, mask, map_stride):
+    """The fraction of a spread map's weight that lands on `mask`.
+
+    Args:
+        spread: `(h, w)` non-negative weights on a grid of stride `map_stride`.
+        mask: boolean `(h * map_stride, w * map_stride)` at input resolution.
+        map_stride: int.
+
+    Returns:
+        float in [0, 1]; 0 for a map without weight.
+    """
+    h, w = spread.shape
+    s = map_stride
+    if mask.shape != (h * s, w * s):
+        raise ValueError(f"`mask` {mask.shape} must be `spread` {spread.shape} times "
+                         f"{map_stride}")
+    covered = mask.reshape(h, s, w, s).mean(axis=(1, 3))
+    total = float(spread.sum())
+    return float((spread * covered).sum() / total) if total > 0 else 0.0
+
+
+def foreground_points(labels, stride, valid=None):
+    """Coarse points whose cell centre lies on a non-background (non-zero) class."""
+    rows, cols = labels.shape[0] // stride, labels.shape[1] // stride
+    points = []
+    for r in range(rows):
+        for c in range(cols):
+            pixel = centre_pixel((r, c), stride)
+            if labels[pixel] != 0 and (valid is None or valid[pixel]):
+                points.append((r, c))
+    return points
+
+
+def _chain_kernels(model, images, batch_size):
+    """Kernels of the model's CARAFE chain, coarsest first, per image (group 0)."""
+    chain, per_image = None, []
+    for start in range(0, len(images), batch_size):
+        kernels = layer_kernels(model, images[start:start + batch_size])
+        if chain is None:
+            chain = upsampling_chain(model, kernels)
+            if not chain:
+                raise ValueError(f"model {model.name!r} has no chain of CARAFE upsamplers")
+        for i in range(len(kernels[chain[0].name])):
+            per_image.append([kernels[layer.name][i, :, :, 0] for layer in chain])
+    return [layer.scale_factor for layer in chain], per_image
+
+
+def clamped_bilinear_map(height, width):
+    """The x2 kernels of Keras's bilinear `UpSampling2D` in the CARAFE layout, borders included.
+
+    `bilinear_kernel_map` gives the interior kernels; at the border Keras
+    reads the edge pixel where the CARAFE layout would read zero padding, so
+    those taps' weight moves onto the edge pixel.
+
+    Returns:
+        Array `(2 * height, 2 * width, 3, 3)`.
+    """
+    kernels = bilinear_kernel_map(height, width, 2, 3).copy()
+    first, last = slice(0, 2), slice(2 * height - 2, 2 * height)
+    kernels[first, :, 1, :] += kernels[first, :, 0, :]
+    kernels[first, :, 0, :] = 0.0
+    kernels[last, :, 1, :] += kernels[last, :, 2, :]
+    kernels[last, :, 2, :] = 0.0
+    first, last = slice(0, 2), slice(2 * width - 2, 2 * width)
+    kernels[:, first, :, 1] += kernels[:, first, :, 0]
+    kernels[:, first, :, 0] = 0.0
+    kernels[:, last, :, 1] += kernels[:, last, :, 2]
+    kernels[:, last, :, 2] = 0.0
+    return kernels
+
+
+def bilinear_chain(kernels):
+    """Bilinear upsampling's kernels through the same x2 stages as a chain of learned ones."""
+    return [clamped_bilinear_map(k.shape[0] // 2, k.shape[1] // 2) for k in kernels]
+
+
+def object_shares(model, images, labels, valid=None, batch_size=16):
+    """The share of each foreground point's composed weight that lands on its own object.
+
+    Args:
+        model: a segmentation model whose top-down upsamplers are CARAFE
+            layers (the "carafe" and "carafe++" variants).
+        images: `(n, H, W, 1)` test images.
+        labels: `(n, H, W)` their labels.
+        valid: optional boolean `(n, H, W)`: points centred on invalid
+            pixels are skipped.
+        batch_size: images per kernel computation.
+
+    Returns:
+        dict with "learned" and "bilinear" (float arrays, one share per
+        point), "points" (list of `(image index, row, col)`), "point_stride"
+        and "map_stride" (ints), and "kept_learned" / "kept_bilinear": the
+        mean over the finest level's pixels of how much of their composed
+        weight falls on image pixels (the rest reads the zero padding of the
+        reassembly, which the kernels can use to damp the coarse levels).
+    """
+    factors, per_image = _chain_kernels(model, images, batch_size)
+    height = images.shape[1]
+    coarse = (per_image[0][0].shape[0] // factors[0], per_image[0][0].shape[1] // factors[0])
+    point_stride = height // coarse[0]
+    map_stride = height // per_image[0][-1].shape[0]
+    every_point = [(r, c) for r in range(coarse[0]) for c in range(coarse[1])]
+    learned, fixed, points, kept_learned, kept_fixed = [], [], [], [], []
+    for index, kernels in enumerate(per_image):
+        # Every coarse point at once: their spreads also show how much of the
+        # finest level's weight stays on image pixels rather than padding.
+        spreads = spread_kernels(kernels, factors, every_point)
+        bilinear = spread_kernels(bilinear_chain(kernels), factors, every_point)
+        fine_pixels = spreads.shape[1] * spreads.shape[2]
+        kept_learned.append(spreads.sum() / fine_pixels)
+        kept_fixed.append(bilinear.sum() / fine_pixels)
+        on_objects = set(foreground_points(labels[index], point_stride,
+                                           None if valid is None else valid[index]))
+        for point, spread, fixed_spread in zip(every_point, spreads, bilinear):
+            if point not in on_objects:
+                continue
+            mask = object_mask(labels[index], centre_pixel(point, point_stride))
+            learned.append(share_on_mask(spread, mask, map_stride))
+            fixed.append(share_on_mask(fixed_spread, mask, map_stride))
+            points.append((index, *point))
+    return {"learned": np.array(learned), "bilinear": np.array(fixed), "points": points,
+            "point_stride": point_stride, "map_stride": map_stride,
+            "kept_learned": float(np.mean(kept_learned)),
+            "kept_bilinear": float(np.mean(kept_fixed))}
+
+
+def figure_inputs(model, images, labels, points):
+    """What `visualize.plot_spread` needs to draw chosen points of one model.
+
+    Args:
+        model, images, labels: as in `object_shares`.
+        points: list of `(image index, row, col)`.
+
+    Returns:
+        dict of `plot_spread` arguments ("images", "points", "maps",
+        "masks", "point_stride", "map_stride", "captions").
+    """
+    indices = sorted({i for i, _, _ in points})
+    factors, per_image = _chain_kernels(model, images[indices], len(indices))
+    by_index = dict(zip(indices, per_image))
+    height = images.shape[1]
+    point_stride = height // (per_image[0][0].shape[0] // factors[0])
+    map_stride = height // per_image[0][-1].shape[0]
+    learned, fixed, masks, captions = [], [], [], {"CARAFE": [], "bilinear": []}
+    for index, row, col in points:
+        kernels = by_index[index]
+        learned.append(spread_kernels(kernels, factors, [(row, col)])[0])
+        fixed.append(spread_kernels(bilinear_chain(kernels), factors, [(row, col)])[0])
+        mask = object_mask(labels[index], centre_pixel((row, col), point_stride))
+        masks.append(mask)
+        for name, spread in (("CARAFE", learned[-1]), ("bilinear", fixed[-1])):
+            captions[name].append(f"{share_on_mask(spread, mask, map_stride):.0%} on object")
+    return {"images": [images[i, :, :, 0] for i, _, _ in points],
+            "points": [(r, c) for _, r, c in points], "maps": {"CARAFE": learned,
+                                                               "bilinear": fixed},
+            "masks": masks, "point_stride": point_stride, "map_stride": map_stride,
+            "captions": captions}
