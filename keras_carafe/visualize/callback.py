@@ -199,7 +199,8 @@ class KernelMapsCallback(keras.callbacks.Callback):
         for index, row, col in points:
             per_layer = [kernels[layer.name][index, :, :, 0] for layer in chain]
             learned.append(spread_kernels(per_layer, factors, [(row, col)])[0])
-            bilinear = [bilinear_kernel_map(k.shape[0] // s, k.shape[1] // s, s, 3)
+            bilinear = [bilinear_kernel_map(k.shape[0] // s, k.shape[1] // s, s, 3,
+                                            clamp_border=True)
                         for k, s in zip(per_layer, factors)]
             fixed.append(spread_kernels(bilinear, factors, [(row, col)])[0])
         return plot_spread(

@@ -71,8 +71,19 @@ def bilinear_kernels(scale_factor, kernel_size=3):
     return np.einsum("ay,bx->abyx", weights_1d, weights_1d)
 
 
-def bilinear_kernel_map(height, width, scale_factor, kernel_size=3):
+def bilinear_kernel_map(height, width, scale_factor, kernel_size=3, clamp_border=False):
     """Bilinear upsampling's kernels for every output pixel of a `(height, width)` input.
+
+    Args:
+        height, width: the input's size.
+        scale_factor: int `s >= 1`.
+        kernel_size: odd int `k >= 3`.
+        clamp_border: False gives the interior kernels everywhere, so that
+            at the border some weight falls outside the input (on the zero
+            padding of a CARAFE reassembly); True moves that weight onto the
+            edge pixel, as bilinear resizing (Keras `UpSampling2D`,
+            `tf.image.resize`) does, so that reassembling with these kernels
+            is exactly that upsampling.
 
     Returns:
         Array `(height*s, width*s, k, k)` in the CARAFE layout.
@@ -81,7 +92,20 @@ def bilinear_kernel_map(height, width, scale_factor, kernel_size=3):
     phases = bilinear_kernels(s, kernel_size)
     rows = np.arange(height * s) % s
     cols = np.arange(width * s) % s
-    return phases[rows[:, None], cols[None, :]]
+    kernels = phases[rows[:, None], cols[None, :]]
+    if clamp_border:
+        r = (kernel_size - 1) // 2
+        kernels = kernels.copy()
+        # Bilinear reads at most one pixel on either side of the source pixel.
+        for axis, size in ((-2, height), (-1, width)):
+            first = np.arange(size * s) // s == 0
+            last = np.arange(size * s) // s == size - 1
+            view = np.moveaxis(kernels, (axis - 2, axis), (0, 1))
+            view[first, r] += view[first, r - 1]
+            view[first, r - 1] = 0.0
+            view[last, r] += view[last, r + 1]
+            view[last, r + 1] = 0.0
+    return kernels
 
 
 def average_pooling_kernel(stride, kernel_size):
