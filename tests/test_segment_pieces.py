@@ -78,6 +78,29 @@ def test_the_coarsest_level_reaches_the_finest_through_the_upsamplers_alone():
         assert model.get_layer(upper).input is merge.output
 
 
+def test_resampling_costs_count_each_layer_at_the_resolution_it_reads():
+    from keras_carafe.segment.experiment import resampling_costs
+
+    bilinear = network.build_segmenter("bilinear", 4, channels=8)
+    # Three x2 bilinear upsamplers with 8 channels into 12x16, 24x32 and 48x64 outputs of a
+    # 96x128 image: 4 taps, one multiply-add (2 FLOPs) each per output value.
+    expected = sum(2 * 4 * (96 // s) * (128 // s) * 8 for s in (8, 4, 2))
+    assert resampling_costs(bilinear, 96, 128, 8) == {
+        "params": 0, "flops": expected, "model_params": bilinear.count_params()}
+    plus = network.build_segmenter("carafe++", 4, channels=8)
+    up = sum(plus.get_layer(f"up{l}_upsampler").cost(96 // 2 ** (l + 1), 128 // 2 ** (l + 1),
+                                                       8).flops for l in (1, 2, 3))
+    widths = (network.STEM_CHANNELS,) + network.encoder_widths(8)
+    down = sum(plus.get_layer(f"down{l}_resample").cost(96 // 2 ** (l - 1),
+                                                         128 // 2 ** (l - 1),
+                                                         widths[l - 1]).flops
+               for l in (1, 2, 3, 4))
+    costs = resampling_costs(plus, 96, 128, 8)
+    assert costs["flops"] == up + down
+    assert costs["params"] == sum(layer.count_params()
+                                  for layer in network.resampling_layers(plus))
+
+
 def test_unknown_variant_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="unknown variant 'lanczos'; choose from nearest"):
         network.build_segmenter("lanczos", 3)
@@ -273,15 +296,24 @@ def test_spread_rejects_a_point_outside_the_first_input(rng):
         visualize.spread_kernels(kernels, [2], [(2, 0)])
 
 
-def test_clamped_bilinear_kernels_are_kerass_bilinear_upsampling(rng):
+@pytest.mark.parametrize("scale, kernel_size", [(2, 3), (3, 5), (4, 3)])
+def test_bilinear_kernels_with_clamped_borders_are_kerass_bilinear_upsampling(
+        scale, kernel_size, rng):
     features = rng.random((1, 3, 5, 2)).astype("float32")
     expected = keras.ops.convert_to_numpy(
-        keras.layers.UpSampling2D(2, interpolation="bilinear")(features))[0]
-    kernels = sampling.clamped_bilinear_map(3, 5)
-    reassembled = np.stack([visualize.compose_kernels([kernels], [2], (y, x))
-                            for y in range(6) for x in range(10)])
-    got = np.einsum("qhw,hwc->qc", reassembled, features[0]).reshape(6, 10, 2)
+        keras.layers.UpSampling2D(scale, interpolation="bilinear")(features))[0]
+    kernels = visualize.bilinear_kernel_map(3, 5, scale, kernel_size, clamp_border=True)
+    composed = np.stack([visualize.compose_kernels([kernels], [scale], (y, x))
+                         for y in range(3 * scale) for x in range(5 * scale)])
+    got = np.einsum("qhw,hwc->qc", composed, features[0]).reshape(3 * scale, 5 * scale, 2)
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_a_chain_of_bilinear_kernels_keeps_all_weight_on_the_image():
+    kernels = sampling.bilinear_chain([np.zeros((12, 8, 5, 5)), np.zeros((24, 16, 5, 5))])
+    spread = visualize.spread_kernels(kernels, [2, 2], [(r, c) for r in range(6)
+                                                        for c in range(4)])
+    assert spread.sum() == pytest.approx(24 * 16)
 
 
 def test_share_on_mask_counts_each_coarse_pixel_by_the_part_of_it_on_the_mask():

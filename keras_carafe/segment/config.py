@@ -68,7 +68,7 @@ class SegmentConfig:
     dataset: str = "fashion"
     variants: tuple = VARIANTS
     seeds: tuple = (0, 1, 2)
-    epochs: int = 6
+    epochs: int = 5
     train_images: int = 640
     test_images: int = 200
     image_size: int = 96

@@ -7,18 +7,18 @@ import time
 
 import keras
 
-from keras_carafe import visualize
+from keras_carafe import CARAFEDownsample, visualize
 from keras_carafe.demo.costs import upsampler_flops
 from keras_carafe.segment import datasets, figures, metrics, network, report, sampling, training
 from keras_carafe.segment.config import UPSAMPLER_OF
 
 FIGURE_DPI = 90
+# Held-out images drawn under the predictions and watched by the kernel-map callback.
+SHOWN_IMAGES = 4
 
 
 class InputError(Exception):
     """Bad data or settings, found before any training starts."""
-# Held-out images drawn under the predictions and watched by the kernel-map callback.
-SHOWN_IMAGES = 4
 
 
 def resampling_costs(model, height, width, channels):
@@ -36,15 +36,12 @@ def resampling_costs(model, height, width, channels):
     params = flops = 0
     for layer in network.resampling_layers(model):
         params += layer.count_params()
-        if layer.name.endswith("_resample"):
-            # down<l>_resample reads level l - 1, at stride 2 ** (l - 1).
-            stride = 2 ** (int(layer.name[4:layer.name.index("_")]) - 1)
-            flops += layer.cost(height // stride, width // stride,
-                                layer.input.shape[-1]).flops
+        stride = network.input_stride(layer.name)
+        size = (height // stride, width // stride)
+        if isinstance(layer, CARAFEDownsample):
+            flops += layer.cost(*size, layer.input.shape[-1]).flops
         else:
-            # up<l>_upsampler reads level l + 1, at stride 2 ** (l + 1).
-            stride = 2 ** (int(layer.name[2:layer.name.index("_")]) + 1)
-            flops += upsampler_flops(layer, height // stride, width // stride, channels)
+            flops += upsampler_flops(layer, *size, channels)
     return {"params": params, "flops": flops, "model_params": model.count_params()}
 
 
@@ -59,7 +56,7 @@ def _reassembly(config, log):
             log(f"compiled CARAFE op: {load.load().report.library}")
         except load.OpUnavailableError as err:
             if config.implementation == "op":
-                raise
+                raise RuntimeError(f"--implementation op: {err}") from err
             log(f"compiled CARAFE op unavailable, CARAFE uses the TF fallback: {err}")
     return implementation.resolve(config.implementation)
 
@@ -103,6 +100,12 @@ def train_and_score(config, data, variant, seed, images, labels, log, callbacks=
     keras.utils.set_random_seed(seed)
     model = network.build_segmenter(variant, len(data.class_names), channels=config.channels,
                                     seed=seed, implementation=config.implementation)
+    content_aware = UPSAMPLER_OF[variant] == "carafe"
+    if content_aware:
+        # The untrained kernels are near-uniform 5x5 averages: the share they
+        # give shows what the kernels' reach alone does, before any learning.
+        initial = sampling.object_shares(model, data.test_images, data.test_labels,
+                                         data.test_valid)
     prefix = f"[{variant}, seed {seed}]"
     epoch_log = ([training.EpochLog(log, prefix, config.epochs)] if config.verbose else [])
     losses, seconds = training.train(model, images, labels, config.epochs, config.batch_size,
@@ -112,10 +115,11 @@ def train_and_score(config, data, variant, seed, images, labels, log, callbacks=
     record = metrics.score(data.test_labels, predicted, len(data.class_names),
                            config.boundary_width, data.test_valid)
     record.update(losses=losses, train_seconds=seconds)
-    if UPSAMPLER_OF[variant] == "carafe":
+    if content_aware:
         shares = sampling.object_shares(model, data.test_images, data.test_labels,
                                         data.test_valid)
         record.update(share_learned=float(shares["learned"].mean()),
+                      share_initial=float(initial["learned"].mean()),
                       share_bilinear=float(shares["bilinear"].mean()),
                       share_points=len(shares["points"]),
                       kept_learned=shares["kept_learned"])
@@ -156,14 +160,14 @@ def run_experiment(config, log=print):
     try:
         check_backend(config)
         data = datasets.load(config)
-    except (FileNotFoundError, ImportError, ValueError) as err:
+        reassembly = (_reassembly(config, log)
+                      if any(UPSAMPLER_OF[v] == "carafe" for v in config.variants) else None)
+    except (FileNotFoundError, ImportError, ValueError, RuntimeError) as err:
         raise InputError(str(err)) from err
     classes = len(data.class_names)
     log(data.description)
     log(f"{classes} classes: {', '.join(data.class_names)}; held-out images "
         f"{data.test_images.shape[1]}x{data.test_images.shape[2]}: {len(data.test_images)}")
-    reassembly = (_reassembly(config, log)
-                  if any(UPSAMPLER_OF[v] == "carafe" for v in config.variants) else None)
     os.makedirs(config.output, exist_ok=True)
     height, width = data.test_images.shape[1:3]
     shown, shown_points = _shown(data, SHOWN_IMAGES)
@@ -222,9 +226,9 @@ def run_experiment(config, log=print):
         save(visualize.plot_spread(
             inputs["images"], inputs["points"], inputs["maps"], inputs["point_stride"],
             inputs["map_stride"], masks=inputs["masks"], captions=inputs["captions"],
-            title=f"{variant} (seed {config.seeds[0]}): where a coarsest-level point's "
-                  f"weight lands after {network.LEVELS - 1} upsamplings (outline: its "
-                  f"object)"), "sampling_regions.png")
+            title=f"{variant}, seed {config.seeds[0]}: where coarsest-level points land "
+                  f"after {network.LEVELS - 1} upsamplings (outline: their object)"),
+             "sampling_regions.png")
 
     total = time.perf_counter() - started
     env = {**environment(), "carafe_reassembly": reassembly, "total_seconds": total}

@@ -108,6 +108,20 @@ def build_segmenter(variant, classes, channels=32, seed=0, implementation="auto"
     return keras.Model(image, logits, name="segmenter_" + variant.replace("+", "p"))
 
 
+def input_stride(name):
+    """The stride (relative to the image) of what a resampling layer named `name` reads.
+
+    `up<l>_upsampler` upsamples level `l + 1` (stride `2 ** (l + 1)`);
+    `down<l>_resample` downsamples level `l - 1` (stride `2 ** (l - 1)`).
+    """
+    prefix, rest = name[:name.index("_")], name[name.index("_"):]
+    if prefix.startswith("up") and rest == "_upsampler":
+        return 2 ** (int(prefix[2:]) + 1)
+    if prefix.startswith("down") and rest == "_resample":
+        return 2 ** (int(prefix[4:]) - 1)
+    raise ValueError(f"{name!r} is not the name of a segmenter's resampling layer")
+
+
 def resampling_layers(model):
     """The variant's own layers: its upsamplers, then any content-aware downsamplers."""
     names = list(upsampler_names())

@@ -79,33 +79,10 @@ def _chain_kernels(model, images, batch_size):
     return [layer.scale_factor for layer in chain], per_image
 
 
-def clamped_bilinear_map(height, width):
-    """The x2 kernels of Keras's bilinear `UpSampling2D` in the CARAFE layout, borders included.
-
-    `bilinear_kernel_map` gives the interior kernels; at the border Keras
-    reads the edge pixel where the CARAFE layout would read zero padding, so
-    those taps' weight moves onto the edge pixel.
-
-    Returns:
-        Array `(2 * height, 2 * width, 3, 3)`.
-    """
-    kernels = bilinear_kernel_map(height, width, 2, 3).copy()
-    first, last = slice(0, 2), slice(2 * height - 2, 2 * height)
-    kernels[first, :, 1, :] += kernels[first, :, 0, :]
-    kernels[first, :, 0, :] = 0.0
-    kernels[last, :, 1, :] += kernels[last, :, 2, :]
-    kernels[last, :, 2, :] = 0.0
-    first, last = slice(0, 2), slice(2 * width - 2, 2 * width)
-    kernels[:, first, :, 1] += kernels[:, first, :, 0]
-    kernels[:, first, :, 0] = 0.0
-    kernels[:, last, :, 1] += kernels[:, last, :, 2]
-    kernels[:, last, :, 2] = 0.0
-    return kernels
-
-
 def bilinear_chain(kernels):
-    """Bilinear upsampling's kernels through the same x2 stages as a chain of learned ones."""
-    return [clamped_bilinear_map(k.shape[0] // 2, k.shape[1] // 2) for k in kernels]
+    """Keras's bilinear x2 upsampling through the same stages as a chain of learned kernels."""
+    return [bilinear_kernel_map(k.shape[0] // 2, k.shape[1] // 2, 2, 3, clamp_border=True)
+            for k in kernels]
 
 
 def object_shares(model, images, labels, valid=None, batch_size=16):
