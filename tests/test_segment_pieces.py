@@ -290,6 +290,24 @@ def test_spread_is_the_transpose_of_the_composed_kernels(rng):
             assert spread[q] == pytest.approx(composed[point])
 
 
+def test_spread_weight_on_maps_sums_every_points_spread_over_each_map(rng):
+    kernels = [rng.dirichlet(np.ones(25), size=(6, 8)).reshape(6, 8, 5, 5),
+               rng.dirichlet(np.ones(9), size=(12, 16)).reshape(12, 16, 3, 3)]
+    maps = rng.random((2, 12, 16))
+    weights = visualize.spread_weight_on(kernels, [2, 2], maps)
+    assert weights.shape == (2, 3, 4)
+    for p in np.ndindex(3, 4):
+        spread = visualize.spread_kernels(kernels, [2, 2], [p])[0]
+        for i in range(2):
+            assert weights[i][p] == pytest.approx((spread * maps[i]).sum())
+
+
+def test_spread_weight_on_wants_maps_over_the_last_output(rng):
+    kernels = [rng.dirichlet(np.ones(9), size=(4, 4)).reshape(4, 4, 3, 3)]
+    with pytest.raises(ValueError, match="must be \\(P, 4, 4\\)"):
+        visualize.spread_weight_on(kernels, [2], np.ones((1, 2, 2)))
+
+
 def test_spread_rejects_a_point_outside_the_first_input(rng):
     kernels = [rng.dirichlet(np.ones(9), size=(4, 4)).reshape(4, 4, 3, 3)]
     with pytest.raises(ValueError, match="outside the first layer's 2x2 input"):

@@ -17,7 +17,8 @@ for the fraction of them that lie on the object.
 import numpy as np
 import scipy.ndimage
 
-from keras_carafe.visualize import bilinear_kernel_map, layer_kernels, spread_kernels
+from keras_carafe.visualize import (bilinear_kernel_map, layer_kernels, spread_kernels,
+                                    spread_weight_on)
 from keras_carafe.visualize.callback import upsampling_chain
 
 
@@ -110,25 +111,36 @@ def object_shares(model, images, labels, valid=None, batch_size=16):
     coarse = (per_image[0][0].shape[0] // factors[0], per_image[0][0].shape[1] // factors[0])
     point_stride = height // coarse[0]
     map_stride = height // per_image[0][-1].shape[0]
-    every_point = [(r, c) for r in range(coarse[0]) for c in range(coarse[1])]
+    fine = per_image[0][-1].shape[:2]
     learned, fixed, points, kept_learned, kept_fixed = [], [], [], [], []
     for index, kernels in enumerate(per_image):
-        # Every coarse point at once: their spreads also show how much of the
-        # finest level's weight stays on image pixels rather than padding.
-        spreads = spread_kernels(kernels, factors, every_point)
-        bilinear = spread_kernels(bilinear_chain(kernels), factors, every_point)
-        fine_pixels = spreads.shape[1] * spreads.shape[2]
-        kept_learned.append(spreads.sum() / fine_pixels)
-        kept_fixed.append(bilinear.sum() / fine_pixels)
-        on_objects = set(foreground_points(labels[index], point_stride,
-                                           None if valid is None else valid[index]))
-        for point, spread, fixed_spread in zip(every_point, spreads, bilinear):
-            if point not in on_objects:
-                continue
-            mask = object_mask(labels[index], centre_pixel(point, point_stride))
-            learned.append(share_on_mask(spread, mask, map_stride))
-            fixed.append(share_on_mask(fixed_spread, mask, map_stride))
-            points.append((index, *point))
+        image_points = foreground_points(labels[index], point_stride,
+                                         None if valid is None else valid[index])
+        # One map per object under a counted point, after an all-ones map: pulled back
+        # through the chain, they give every coarse point's weight on its object and
+        # its total weight at once.
+        masks, object_of = [], []
+        for point in image_points:
+            for i, known in enumerate(masks):
+                # Connected regions either coincide or do not meet.
+                if known[centre_pixel(point, point_stride)]:
+                    object_of.append(i)
+                    break
+            else:
+                object_of.append(len(masks))
+                masks.append(object_mask(labels[index], centre_pixel(point, point_stride)))
+        covered = [mask.reshape(fine[0], map_stride, fine[1], map_stride).mean(axis=(1, 3))
+                   for mask in masks]
+        maps = np.stack([np.ones(fine)] + covered)
+        for chain, shares, kept in ((kernels, learned, kept_learned),
+                                    (bilinear_chain(kernels), fixed, kept_fixed)):
+            weights = spread_weight_on(chain, factors, maps)
+            # All weight that reaches the finest level, per finest-level pixel.
+            kept.append(weights[0].sum() / (fine[0] * fine[1]))
+            for point, obj in zip(image_points, object_of):
+                total = weights[0][point]
+                shares.append(float(weights[1 + obj][point] / total) if total > 0 else 0.0)
+        points += [(index, *point) for point in image_points]
     return {"learned": np.array(learned), "bilinear": np.array(fixed), "points": points,
             "point_stride": point_stride, "map_stride": map_stride,
             "kept_learned": float(np.mean(kept_learned)),

@@ -31,6 +31,7 @@ from keras_carafe.visualize.kernels import (
     shift_kernels,
     source_pixel,
     spread_kernels,
+    spread_weight_on,
     strongest_tap,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "shift_kernels",
     "source_pixel",
     "spread_kernels",
+    "spread_weight_on",
     "strongest_tap",
     "upsampling_chain",
 ]

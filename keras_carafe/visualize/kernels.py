@@ -241,6 +241,53 @@ def spread_kernels(kernels, scale_factors, pixels):
     return np.moveaxis(values, -1, 0)
 
 
+def _pull_back_maps(values, kernels, scale_factor):
+    """The transpose of `_push_forward`: `(OH, OW, P)` values on a layer's output to its input."""
+    s = scale_factor
+    k = kernels.shape[-1]
+    r = (k - 1) // 2
+    out_h, out_w = kernels.shape[:2]
+    in_h, in_w = out_h // s, out_w // s
+    padded = np.zeros((in_h + 2 * r, in_w + 2 * r) + values.shape[2:])
+    for ky in range(k):
+        for kx in range(k):
+            # The s x s output pixels of one source pixel read the same window.
+            read = (kernels[:, :, ky, kx, None] * values).reshape(in_h, s, in_w, s, -1)
+            padded[ky:ky + in_h, kx:kx + in_w] += read.sum(axis=(1, 3))
+    return padded[r:r + in_h, r:r + in_w]
+
+
+def spread_weight_on(kernels, scale_factors, maps):
+    """For every input pixel of stacked CARAFE layers, its spread weighted by each map.
+
+    `spread_weight_on(kernels, factors, maps)[i][p]` equals
+    `(spread_kernels(kernels, factors, [p])[0] * maps[i]).sum()`: how much of
+    pixel `p`'s content reaches the last layer's output where `maps[i]`
+    says (a mask of an object, or all ones for the total). One pass through
+    the layers serves every input pixel at once.
+
+    Args:
+        kernels: list of arrays as in `compose_kernels`, the first layer's
+            first.
+        scale_factors: list of ints, the layers' scale factors.
+        maps: array `(P, H_L, W_L)` over the last layer's output.
+
+    Returns:
+        Array `(P, H_0, W_0)` over the first layer's input.
+    """
+    kernels = [np.asarray(k, np.float64) for k in kernels]
+    _check_chain(kernels, scale_factors)
+    maps = np.asarray(maps, np.float64)
+    if maps.ndim != 3 or maps.shape[1:] != kernels[-1].shape[:2]:
+        raise ValueError(f"`maps` must be (P, {kernels[-1].shape[0]}, "
+                         f"{kernels[-1].shape[1]}) over the last layer's output, got "
+                         f"{maps.shape}")
+    values = np.moveaxis(maps, 0, -1)
+    for layer_kernels, s in zip(reversed(kernels), reversed(scale_factors)):
+        values = _pull_back_maps(values, layer_kernels, s)
+    return np.moveaxis(values, -1, 0)
+
+
 def _check_geometry(scale_factor=1, stride=1):
     """Checks a reassembly's geometry: up by `scale_factor` or down by `stride`.
 
