@@ -69,7 +69,7 @@ class SegmentConfig:
     variants: tuple = VARIANTS
     seeds: tuple = (0, 1, 2)
     epochs: int = 5
-    train_images: int = 640
+    train_images: int = 576
     test_images: int = 200
     image_size: int = 96
     garments: tuple = (4, 7)
