@@ -8,39 +8,38 @@ import sys
 import tempfile
 
 
-def _tensorflow_missing(what):
-    """A message when TensorFlow is not installed, else None."""
-    try:
-        if importlib.util.find_spec("tensorflow") is not None:
-            return None
-    except ImportError:
-        pass
-    return (f"{what} needs TensorFlow, which is not installed here (`pip install "
-            f"keras-carafe[cpu]` or `[gpu]`); the CARAFE layer and ops work without it on "
-            f"the JAX and PyTorch backends")
-
-
 def _build(args):
-    missing = _tensorflow_missing("the compiled CARAFE op")
-    if missing:
-        print(missing, file=sys.stderr)
-        return 1
-    from keras_carafe.library import build, load
+    from keras_carafe import library
+    from keras_carafe.library import build, toolchain
 
-    print(f"building the CARAFE op into {build.cache_root()} ...", flush=True)
-    try:
-        report = build.ensure_built(force=True)
-    except build.BuildError as err:
-        print(f"build failed:\n{err}", file=sys.stderr)
+    if args.cuda:
+        os.environ[toolchain.CUDA_ENV] = "1"
+
+    names = [args.framework] if args.framework else library.installed_frameworks()
+    if not names or not library.is_installed(names[0]):
+        print(f"{args.framework or 'no framework'} is not installed here: the compiled kernels "
+              f"are built for TensorFlow, JAX or PyTorch (`pip install keras-carafe[cpu]`, "
+              f"`keras-carafe[jax]`, or PyTorch)", file=sys.stderr)
         return 1
-    print(report.describe())
-    try:
-        library = load.load()
-    except load.OpUnavailableError as err:
-        print(f"the library was built but does not load: {err}", file=sys.stderr)
-        return 1
-    print(f"  CUDA at run time: {library.cuda_status}")
-    return 0
+    print(f"building the CARAFE kernels into {build.cache_root()} for "
+          f"{', '.join(names)} ...", flush=True)
+    failed = 0
+    for name in names:
+        try:
+            report = build.ensure_built(name, force=True)
+        except build.BuildError as err:
+            print(f"{name}: build failed:\n{err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(report.describe())
+        try:
+            loaded = library.load_compiled(name)
+        except library.OpUnavailableError as err:
+            print(f"{name}: the library was built but does not load: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"  CUDA at run time: {loaded.cuda_status}")
+    return 1 if failed else 0
 
 
 def _bench_cases(args):
@@ -99,10 +98,11 @@ def _bench(args):
     if args.backend:
         results = _bench_one_backend(args)
     else:
-        results = [row for backend in ("tensorflow", "jax")
+        results = [row for backend in benchmark.BACKENDS
                    for row in _bench_in_child(args, backend)]
     print(f"median of {args.repeats} runs after one warm-up; memory = TensorFlow allocator "
-          f"peak above the inputs (TF rows) or XLA buffer assignment (JAX rows)", flush=True)
+          f"peak above the inputs (TF rows), XLA buffer assignment (JAX rows) or PyTorch "
+          f"allocator peak above the inputs (PyTorch rows)", flush=True)
     print(benchmark.format_table(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -167,7 +167,15 @@ def main(argv=None):
     demo_parser.set_defaults(handler=_demo)
 
     build_parser = commands.add_parser(
-        "build", help="(re)build the compiled op now and report what was built")
+        "build", help="(re)build the compiled kernels now and report what was built")
+    build_parser.add_argument(
+        "--framework", choices=["tensorflow", "jax", "torch"],
+        help="build for this framework only (default: every installed one)")
+    build_parser.add_argument(
+        "--cuda", action="store_true",
+        help="build the CUDA kernels wherever nvcc is found, also for a framework that "
+             "cannot run them (a CPU-only TensorFlow, JAX without a CUDA plugin, a CPU "
+             "build of PyTorch); the same as KERAS_CARAFE_CUDA=1")
     build_parser.set_defaults(handler=_build)
 
     bench_parser = commands.add_parser(
@@ -181,7 +189,7 @@ def main(argv=None):
         metavar="N,H,W,C,S,K,G",
         help="a downsampling problem (repeatable; S = stride); default: 2,128,128,128,2,5,1")
     bench_parser.add_argument(
-        "--backend", choices=["tensorflow", "jax"],
+        "--backend", choices=["tensorflow", "jax", "torch"],
         help="measure only this backend's rows, in this process (default: both, each in a "
              "child process)")
     bench_parser.add_argument("--dtype", default="float32",

@@ -1,15 +1,20 @@
 """Times every implementation of the reassembly side by side.
 
 Run as `python -m keras_carafe bench`. Each row is one implementation on one
-runtime: the compiled op, the TensorFlow fallback and the portable path in
-TensorFlow graphs, the portable path under TensorFlow XLA
-(`jit_compile=True`) and under `jax.jit`. A row that cannot run here (no
-TensorFlow, no JAX, an op the library lacks) says why instead of a time.
+runtime: on TensorFlow the compiled op, the fallback and the portable path in
+graphs, and the portable path under XLA (`jit_compile=True`); on JAX the
+compiled kernels (XLA FFI) and the portable path under `jax.jit`; on PyTorch
+the compiled kernels (`torch.library` operators) and the portable path,
+eagerly. A row that cannot run here (a framework that is not installed,
+kernels that do not build) says why instead of a time.
 
 Memory: for TensorFlow rows, the allocator's peak above the inputs (on the
 CPU this needs the BFC allocator, which the command switches on for its own
 process); for JAX rows, XLA's buffer assignment of the compiled function
-(temporaries plus outputs), the same quantity computed ahead of time.
+(temporaries plus outputs), the same quantity computed ahead of time; for
+PyTorch rows, the peak of the allocator's live bytes above the inputs, from
+the profiler's memory events (op by op, so buffers an operator frees before
+it returns are not seen).
 """
 
 import dataclasses
@@ -37,8 +42,12 @@ ROWS = (
     ("fallback", "TF", "tensorflow"),
     ("portable", "TF", "tensorflow"),
     ("portable", "TF XLA", "tensorflow"),
+    ("op", "JAX jit", "jax"),
     ("portable", "JAX jit", "jax"),
+    ("op", "PyTorch", "torch"),
+    ("portable", "PyTorch", "torch"),
 )
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclasses.dataclass
@@ -70,6 +79,25 @@ def _reassembly(direction):
     from keras_carafe.ops import carafe, carafe_downsample
 
     return carafe if direction == "upsample" else carafe_downsample
+
+
+def _measured_rows(cases, dtype, backend, measure, device="CPU:0"):
+    """One Result per case and row of `backend`, filled by `measure(result, direction,
+    shape)`, or saying why the row cannot run here."""
+    results = []
+    for direction, shape in cases:
+        for implementation, runtime, row_backend in ROWS:
+            if row_backend != backend:
+                continue
+            result = Result(device, direction, tuple(shape), dtype, implementation, runtime)
+            try:
+                if implementation == "op":
+                    _check_op()
+                measure(result, direction, shape)
+            except Exception as err:  # noqa: BLE001 - every failure becomes a row
+                result.unavailable = _reason(err)
+            results.append(result)
+    return results
 
 
 def median_ms(call, repeats):
@@ -143,29 +171,20 @@ def tensorflow_devices(cpu_only=False):
 def _run_tensorflow(cases, dtype, devices, repeats):
     import tensorflow as tf
 
-    results = []
-    for device in devices:
-        for direction, shape in cases:
+    def measure(device):
+        def run(result, direction, shape):
             with tf.device(device):
                 args = [tf.cast(tf.constant(a), dtype) for a in arrays(direction, shape)]
-                for implementation, runtime, backend in ROWS:
-                    if backend != "tensorflow":
-                        continue
-                    result = Result(device, direction, tuple(shape), dtype, implementation,
-                                    runtime)
-                    try:
-                        if implementation == "op":
-                            _check_op()
-                        steps = _tf_steps(direction, shape, implementation,
-                                          jit_compile=runtime == "TF XLA")
-                        result.forward_ms, result.forward_peak_mib = _tf_measure(
-                            steps[0], args, device, repeats)
-                        result.forward_backward_ms, result.forward_backward_peak_mib = (
-                            _tf_measure(steps[1], args, device, repeats))
-                    except Exception as err:  # noqa: BLE001 - every failure becomes a row
-                        result.unavailable = _reason(err)
-                    results.append(result)
-    return results
+                steps = _tf_steps(direction, shape, result.implementation,
+                                  jit_compile=result.runtime == "TF XLA")
+                result.forward_ms, result.forward_peak_mib = _tf_measure(
+                    steps[0], args, device, repeats)
+                result.forward_backward_ms, result.forward_backward_peak_mib = _tf_measure(
+                    steps[1], args, device, repeats)
+        return run
+
+    return [row for device in devices
+            for row in _measured_rows(cases, dtype, "tensorflow", measure(device), device)]
 
 
 # --- JAX ----------------------------------------------------------------------------------
@@ -180,38 +199,78 @@ def _run_jax(cases, dtype, repeats):
     import jax
     import jax.numpy as jnp
 
-    results = []
-    for direction, shape in cases:
+    def measure(result, direction, shape):
         _, _, _, _, f, k, g = shape
-        reassemble = _reassembly(direction)
-        result = Result("CPU:0", direction, tuple(shape), dtype, "portable", "JAX jit")
-        try:
-            args = [jnp.asarray(a, dtype) for a in arrays(direction, shape)]
+        reassemble, implementation = _reassembly(direction), result.implementation
+        args = [jnp.asarray(a, dtype) for a in arrays(direction, shape)]
 
-            def forward(features, kernels, upstream):
-                # The output itself: a sum here would fuse into the reassembly
-                # and time the fused reduction instead.
-                return reassemble(features, kernels, f, k, g, implementation="portable")
+        def forward(features, kernels, upstream):
+            # The output itself: a sum here would fuse into the reassembly and time the
+            # fused reduction instead.
+            return reassemble(features, kernels, f, k, g, implementation=implementation)
 
-            def loss(features, kernels, upstream):
-                out = reassemble(features, kernels, f, k, g, implementation="portable")
-                return jnp.sum(out * upstream)
+        def loss(features, kernels, upstream):
+            out = reassemble(features, kernels, f, k, g, implementation=implementation)
+            return jnp.sum(out * upstream)
 
-            def forward_backward(features, kernels, upstream):
-                value, (d_features, d_kernels) = jax.value_and_grad(loss, argnums=(0, 1))(
-                    features, kernels, upstream)
-                return value, d_features, d_kernels
+        def forward_backward(features, kernels, upstream):
+            value, (d_features, d_kernels) = jax.value_and_grad(loss, argnums=(0, 1))(
+                features, kernels, upstream)
+            return value, d_features, d_kernels
 
-            for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
-                compiled = jax.jit(fn).lower(*args).compile()
-                jax.block_until_ready(compiled(*args))
-                ms = median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats)
-                setattr(result, f"{name}_ms", ms)
-                setattr(result, f"{name}_peak_mib", _xla_mib(compiled))
-        except Exception as err:  # noqa: BLE001 - every failure becomes a row
-            result.unavailable = _reason(err)
-        results.append(result)
-    return results
+        for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+            compiled = jax.jit(fn).lower(*args).compile()
+            jax.block_until_ready(compiled(*args))
+            setattr(result, f"{name}_ms",
+                    median_ms(lambda: jax.block_until_ready(compiled(*args)), repeats))
+            setattr(result, f"{name}_peak_mib", _xla_mib(compiled))
+
+    return _measured_rows(cases, dtype, "jax", measure)
+
+
+# --- PyTorch ------------------------------------------------------------------------------
+
+
+def _torch_peak_mib(step):
+    """Peak of the PyTorch allocator's live bytes during `step()`, above what was live
+    before, from the profiler's memory events in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def _run_torch(cases, dtype, repeats):
+    import torch
+
+    def measure(result, direction, shape):
+        _, _, _, _, f, k, g = shape
+        reassemble, implementation = _reassembly(direction), result.implementation
+        features, kernels, upstream = (torch.tensor(a).to(getattr(torch, dtype))
+                                       for a in arrays(direction, shape))
+        features.requires_grad_(True)
+        kernels.requires_grad_(True)
+
+        def forward():
+            with torch.no_grad():
+                return reassemble(features, kernels, f, k, g, implementation=implementation)
+
+        def forward_backward():
+            out = reassemble(features, kernels, f, k, g, implementation=implementation)
+            loss = torch.sum(out * upstream)
+            return loss, torch.autograd.grad(loss, [features, kernels])
+
+        for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+            fn()  # warm-up
+            setattr(result, f"{name}_peak_mib", _torch_peak_mib(fn))
+            setattr(result, f"{name}_ms", median_ms(fn, repeats))
+
+    return _measured_rows(cases, dtype, "torch", measure)
 
 
 def _reason(err):
@@ -230,12 +289,14 @@ def unavailable_rows(cases, dtype, backend, reason):
 
 
 def run(cases, dtype="float32", backend="tensorflow", cpu_only=False, repeats=5):
-    """Measures the rows of `backend` ("tensorflow" or "jax"), which must be the active
-    Keras backend, for `cases`: a list of (direction, shape)."""
+    """Measures the rows of `backend` ("tensorflow", "jax" or "torch"), which must be the
+    active Keras backend, for `cases`: a list of (direction, shape)."""
     if importlib.util.find_spec(backend) is None:
         return unavailable_rows(cases, dtype, backend, f"{backend} is not installed")
     if backend == "jax":
         return _run_jax(cases, dtype, repeats)
+    if backend == "torch":
+        return _run_torch(cases, dtype, repeats)
     return _run_tensorflow(cases, dtype, tensorflow_devices(cpu_only), repeats)
 
 
@@ -269,6 +330,19 @@ def format_table(results):
                     f"({key[1]}) vs fallback: forward {fallback.forward_ms / r.forward_ms:.1f}x"
                     f" faster, forward+backward "
                     f"{fallback.forward_backward_ms / r.forward_backward_ms:.1f}x faster")
+    for (device, direction, shape, dtype), rows in by_key.items():
+        reference = rows.get(("op", "TF"))
+        if reference is None:
+            continue
+        for key in (("op", "JAX jit"), ("op", "PyTorch")):
+            if key in rows:
+                r = rows[key]
+                lines.append(
+                    f"{device} {direction} {','.join(map(str, shape))} {dtype}: op ({key[1]}) "
+                    f"vs op (TF): forward+backward "
+                    f"{r.forward_backward_ms / reference.forward_backward_ms:.2f}x the time, "
+                    f"{r.forward_backward_peak_mib / reference.forward_backward_peak_mib:.2f}x "
+                    f"the peak memory")
     return "\n".join(lines)
 
 

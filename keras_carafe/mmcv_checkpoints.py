@@ -14,6 +14,8 @@ both.
 
 import collections.abc
 
+import keras
+import ml_dtypes
 import numpy as np
 
 from keras_carafe.layers.carafe import CARAFE
@@ -140,8 +142,33 @@ def _read_parameters(layer, state_dict, prefix):
             raise ValueError(
                 f"`state_dict[{key!r}]` has shape {array.shape}, expected {shape} = {layout} "
                 f"for this layer ({_layer_summary(layer)})")
+        _check_values(key, array, _variable_dtype(layer))
         arrays[name] = array
     return arrays
+
+
+def _variable_dtype(layer):
+    return keras.backend.standardize_dtype(layer.compressor.kernel.dtype)
+
+
+def _check_values(key, array, dtype):
+    """Raises unless every value of `array` is finite and stays finite in `dtype`."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ValueError(
+            f"`state_dict[{key!r}]` holds {int(bad.sum())} non-finite value(s) (NaN or "
+            f"infinity), for example at index {tuple(int(i) for i in np.argwhere(bad)[0])}; "
+            f"nothing was loaded")
+    target = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        overflow = ~np.isfinite(array.astype(target))
+    if overflow.any():
+        limit = float(ml_dtypes.finfo(target).max)
+        worst = float(np.max(np.abs(array)))
+        raise ValueError(
+            f"`state_dict[{key!r}]` holds {int(overflow.sum())} value(s) beyond what the "
+            f"layer's {dtype} variables can hold (largest magnitude {worst:.6g}, the limit "
+            f"is {limit:.6g}); nothing was loaded")
 
 
 def load_mmcv_weights(layer, state_dict, prefix="", mmcv_config=None):

@@ -59,3 +59,53 @@ def value_and_grads(fn, features, kernels, upstream, dtype=None):
     else:
         raise NotImplementedError(f"no autodiff helper for the {BACKEND!r} backend")
     return tuple(to_float64(x) for x in (out, *grads))
+
+
+def leaf(array, dtype=None):
+    """A tensor for `gradient` and `jvp` to differentiate with respect to."""
+    return tensor(array, dtype)
+
+
+def gradient(fn):
+    """The gradient of the scalar function `fn` with respect to all its arguments, as a
+    function of the same arguments that can itself be differentiated again."""
+    if BACKEND == "jax":
+        import jax
+
+        return lambda *args: jax.grad(fn, argnums=tuple(range(len(args))))(*args)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def grad(*args):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                value = fn(*args)
+            return tape.gradient(value, args,
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        return grad
+    if BACKEND == "torch":
+        import torch
+
+        # torch.func's transforms nest with each other (and with torch.func.jvp).
+        return lambda *args: torch.func.grad(fn, argnums=tuple(range(len(args))))(*args)
+    raise NotImplementedError(f"no autodiff helper for the {BACKEND!r} backend")
+
+
+def jvp(fn, primals, tangents):
+    """The forward-mode derivative of `fn` at `primals` along `tangents`."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jvp(fn, tuple(primals), tuple(tangents))[1]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.autodiff.ForwardAccumulator(list(primals), list(tangents)) as accumulator:
+            out = fn(*primals)
+        return accumulator.jvp(out)
+    if BACKEND == "torch":
+        import torch
+
+        return torch.func.jvp(fn, tuple(primals), tuple(tangents))[1]
+    raise NotImplementedError(f"no autodiff helper for the {BACKEND!r} backend")

@@ -46,12 +46,14 @@ def test_bench_prints_every_implementation_side_by_side(tmp_path):
                 if line.startswith(f"CPU:0   {direction}") and f" {shape} " in line]
         assert [(row[4], " ".join(row[5:7]) if row[6] in ("XLA", "jit") else row[5])
                 for row in rows] == [("op", "TF"), ("fallback", "TF"), ("portable", "TF"),
-                                     ("portable", "TF XLA"), ("portable", "JAX jit")]
+                                     ("portable", "TF XLA"), ("op", "JAX jit"),
+                                     ("portable", "JAX jit"), ("op", "PyTorch"),
+                                     ("portable", "PyTorch")]
         for row in rows:
             # A time, or the reason the row cannot run here.
             assert row[-4].replace(".", "").isdigit() or "unavailable:" in row, row
     assert "upsample 1,4,5,8,2,3,2 float32: op (TF) vs fallback: forward" in result.stdout
-    assert len(json.loads((tmp_path / "bench.json").read_text())) == 10
+    assert len(json.loads((tmp_path / "bench.json").read_text())) == 16
 
 
 def test_bench_rejects_a_malformed_shape(tmp_path):

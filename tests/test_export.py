@@ -262,3 +262,52 @@ def test_the_switch_is_undone_when_the_block_ends():
     with force_portable():
         pass
     assert _custom_op_types(serve.get_concrete_function()) == {"KerasCarafeReassemble"}
+
+
+# `model.export` on the JAX and PyTorch backends, where "auto" runs the compiled
+# kernels: while exporting, the layers trace the portable path instead.
+_EXPORT_ON_BACKEND = textwrap.dedent("""
+    import json, os, sys, tempfile
+    import numpy as np, keras
+    from keras_carafe import CARAFE, CARAFEDownsample
+    from keras_carafe.ops.implementation import resolve
+    fmt = sys.argv[1]
+    assert resolve("auto") == "op"
+    # Fixed spatial sizes: jax2tf cannot trace the gradient of a strided convolution
+    # (CARAFEDownsample's encoder) over symbolic ones; the batch stays symbolic.
+    inputs = keras.Input((7, 9, 8))
+    x = CARAFEDownsample(compressed_channels=4, encoder_kernel_initializer="glorot_uniform")(
+        inputs)
+    x = CARAFE(compressed_channels=4, encoder_kernel_initializer="glorot_uniform")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
+    x = np.random.default_rng(0).standard_normal((2, 7, 9, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = os.path.join(tempfile.mkdtemp(), "model.onnx" if fmt == "onnx" else "model")
+    model.export(path, format=fmt)
+    if fmt == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(path)
+        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    else:
+        import tensorflow as tf
+        served = tf.saved_model.load(path)
+        out = served.serve(x).numpy()
+    print(json.dumps({"max_error": float(np.abs(out - expected).max())}))
+""")
+
+
+@pytest.mark.parametrize("backend, format", [("jax", "tf_saved_model"), ("torch", "onnx")])
+def test_an_export_on_another_backend_runs_in_its_runtime(backend, format):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed in this environment")
+    if format == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed (the export extra)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-c", _EXPORT_ON_BACKEND, format],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"{backend} {format} max error {report['max_error']:.2e}")
+    assert report["max_error"] <= TOLERANCE

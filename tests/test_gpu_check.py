@@ -1,4 +1,4 @@
-"""The standalone GPU check (tf_ops/gpu_check): its build, its C entry points and
+"""The standalone GPU check (tools/gpu_check): its build, its C entry points and
 its refusal to pass without a GPU. The kernels themselves run only on a GPU."""
 
 import ctypes
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RUN = REPO / "tf_ops" / "gpu_check" / "run.py"
+RUN = REPO / "tools" / "gpu_check" / "run.py"
 
 needs_nvcc = pytest.mark.skipif(
     shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").is_file(),
@@ -91,3 +91,55 @@ def test_full_run_without_a_gpu_fails_with_a_message(tmp_path):
     assert "no NVIDIA GPU found" in result.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed"
+
+
+def _index_limit(kernel_size, factor):
+    """The largest size the kernels accept: 2^31 - 1 - (kernel_size + factor + 8)."""
+    return 2 ** 31 - 1 - (kernel_size + factor + 8)
+
+
+def _geometry_error(library, sizes):
+    """What each entry point says of `sizes` (batch 0: nothing is launched or touched)."""
+    errors = []
+    for name in ("carafe_forward", "carafe_backward_features", "carafe_backward_kernels"):
+        fn = getattr(library, name)
+        fn.restype = ctypes.c_char_p
+        errors.append(fn(0, (ctypes.c_int64 * 8)(*sizes), None, None, None, None))
+    assert len(set(errors)) == 1, errors
+    return errors[0]
+
+
+# (batch, in_h, in_w, channels, scale, stride, kernel_size, groups) with `size` at one place.
+AT_THE_LIMIT = {
+    "width": lambda size: (0, 1, size, 1, 1, 1, 5, 1),
+    "height": lambda size: (0, size, 1, 1, 1, 1, 5, 1),
+    "channels": lambda size: (0, 1, 1, size, 1, 1, 5, 1),
+}
+
+
+@needs_nvcc
+@pytest.mark.parametrize("where", sorted(AT_THE_LIMIT))
+def test_a_size_at_the_32_bit_index_limit_is_accepted_and_one_more_is_refused(built, where):
+    library = ctypes.CDLL(built["build"]["library"])
+    limit = _index_limit(5, 1)
+    assert _geometry_error(library, AT_THE_LIMIT[where](limit)) is None
+    assert b"32-bit indexing" in _geometry_error(library, AT_THE_LIMIT[where](limit + 1))
+
+
+@needs_nvcc
+def test_a_stride_at_the_32_bit_index_limit_is_accepted_and_one_more_is_refused(built):
+    # The stride counts twice: as a size, and in the margin of every size.
+    library = ctypes.CDLL(built["build"]["library"])
+    stride = (2 ** 31 - 1 - 5 - 8) // 2
+    assert _geometry_error(library, (0, 1, 1, 1, 1, stride, 5, 1)) is None
+    assert b"32-bit indexing" in _geometry_error(library, (0, 1, 1, 1, 1, stride + 1, 5, 1))
+
+
+@needs_nvcc
+def test_an_upsampled_size_at_the_limit_is_accepted_and_one_more_is_refused(built):
+    library = ctypes.CDLL(built["build"]["library"])
+    scale = 4
+    limit = _index_limit(3, scale)
+    assert _geometry_error(library, (0, 1, limit // scale, 1, scale, 1, 3, 1)) is None
+    assert b"32-bit indexing" in _geometry_error(
+        library, (0, 1, limit // scale + 1, 1, scale, 1, 3, 1))

@@ -1,4 +1,5 @@
-"""CARAFE under tf.distribute.MirroredStrategy on two logical CPU devices."""
+"""CARAFE under tf.distribute: MirroredStrategy on two logical CPU devices, and
+MultiWorkerMirroredStrategy with two worker processes on loopback."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 # Logical devices must be configured before TensorFlow starts, so the training
@@ -59,3 +61,100 @@ def test_mirrored_fit_matches_single_device(implementation):
     for single, mirrored in zip(report["single"], report["mirrored"]):
         assert mirrored == pytest.approx(single, rel=1e-4)
     assert report["max_weight_diff"] < 1e-5
+
+
+# One worker of a MultiWorkerMirroredStrategy cluster (or, with no cluster, the same
+# training in one process on the global batch). A custom training loop: Keras 3.15's
+# `fit` cannot take a multi-worker dataset (it fails to convert its PerReplica batches,
+# with or without CARAFE in the model).
+WORKER = textwrap.dedent("""
+    import json, os
+    import numpy as np, tensorflow as tf, keras
+    from keras_carafe import CARAFE
+
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if os.environ.get("TF_CONFIG")
+                else tf.distribute.get_strategy())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 6, 6, 4)).astype("float32")
+    y = tf.image.resize(x, (12, 12)).numpy()
+    global_batch = 8
+    with strategy.scope():
+        keras.utils.set_random_seed(7)
+        inputs = keras.Input((6, 6, 4))
+        up = CARAFE(2, 3, compressed_channels=4, implementation="op",
+                    encoder_kernel_initializer="glorot_uniform")(inputs)
+        model = keras.Model(inputs, keras.layers.Conv2D(4, 1)(up))
+        optimizer = keras.optimizers.SGD(0.05)
+        optimizer.build(model.trainable_variables)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).with_options(options)
+
+    @tf.function
+    def step(images, targets):
+        def replica_step(images, targets):
+            with tf.GradientTape() as tape:
+                error = model(images, training=True) - targets
+                # The mean over the global batch, whichever replica holds the images.
+                loss = tf.reduce_sum(error ** 2) / (global_batch * 12 * 12 * 4)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss
+        losses = strategy.run(replica_step, args=(images, targets))
+        return strategy.reduce("SUM", losses, axis=None)
+
+    history = []
+    for epoch in range(3):
+        for images, targets in strategy.experimental_distribute_dataset(data):
+            history.append(float(step(images, targets)))
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": history,
+                      "weights": [w.tolist() for w in model.get_weights()]}))
+""")
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_training_with_the_op_matches_one_worker_on_the_global_batch():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER], env={**env, "TF_CONFIG": json.dumps(config)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    reports = []
+    for process in processes:
+        try:
+            stdout, stderr = process.communicate(timeout=600)
+        finally:
+            for other in processes:
+                if other.poll() is None:
+                    other.kill()
+        assert process.returncode == 0, stderr[-4000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    single = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-4000:]
+    alone = json.loads(single.stdout.strip().splitlines()[-1])
+
+    assert [r["replicas"] for r in reports] == [2, 2]
+    assert alone["replicas"] == 1
+    assert len(alone["loss"]) == 6  # 3 epochs of 2 global batches
+    for report in reports:
+        assert len(report["loss"]) == len(alone["loss"])
+        assert len(report["weights"]) == len(alone["weights"])
+        for loss, expected in zip(report["loss"], alone["loss"]):
+            assert loss == pytest.approx(expected, rel=1e-4)
+        for weights, expected in zip(report["weights"], alone["weights"]):
+            np.testing.assert_allclose(weights, expected, rtol=1e-4, atol=1e-5)

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+import keras_carafe.library
 from keras_carafe.library import build, cuda_probe, load, toolchain
 
 ARCHS_13 = ["sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120", "compute_75"]
@@ -189,8 +190,9 @@ def fake_library(tmp_path, source):
 
 
 def report(cuda_skipped=""):
-    return build.BuildReport(library="", tensorflow="", compiler="", nvcc="",
-                             cuda_architectures=[], cuda_skipped=cuda_skipped, seconds=0.0)
+    return build.BuildReport(library="", framework="tensorflow", framework_version="",
+                             compiler="", nvcc="", cuda_architectures=[],
+                             cuda_skipped=cuda_skipped, seconds=0.0)
 
 
 def c_string(text):
@@ -245,7 +247,7 @@ def test_require_cuda_raises_the_status_when_cuda_is_unusable():
 
 
 def test_loaded_library_reports_the_cuda_state_of_this_machine():
-    library = load.load()
+    library = keras_carafe.library.load_compiled("tensorflow")
     assert isinstance(library.cuda_usable, bool)
     assert library.cuda_status
     if not library.report.cuda_architectures:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_carafe.library import toolchain
+from keras_carafe.library import frameworks, toolchain
 
 # `nvcc --list-gpu-arch` of CUDA 13.0 and of CUDA 12.8 (one architecture a line).
 LIST_CUDA_13 = "\n".join(f"compute_{a}" for a in
@@ -116,7 +116,7 @@ def test_release_is_read_from_the_nvcc_banner(text, expected):
 
 
 def test_toolkit_of_tensorflows_cuda_major_version_is_preferred():
-    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5.1")
+    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5.1", "TensorFlow")
     assert choice.toolkit.nvcc == CUDA_12.nvcc
     assert choice.toolkit.release == (12, 8)
     assert choice.toolkit.architectures[0] == 60
@@ -126,20 +126,21 @@ def test_toolkit_of_tensorflows_cuda_major_version_is_preferred():
 
 
 def test_explanation_lists_every_candidate_with_its_version():
-    text = "\n".join(toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5.1").explanation)
+    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5.1", "TensorFlow")
+    text = "\n".join(choice.explanation)
     assert "/opt/cuda-13.0/bin/nvcc: CUDA 13.0, SASS for sm_75, sm_80" in text
     assert "/opt/cuda-12.8/bin/nvcc: CUDA 12.8, SASS for sm_60, sm_70" in text
 
 
 def test_first_usable_toolkit_is_taken_when_tensorflow_names_no_cuda_version():
-    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], None)
+    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], None, "TensorFlow")
     assert choice.toolkit.nvcc == CUDA_13.nvcc
     assert "TensorFlow does not say which CUDA it was built with" in "\n".join(
         choice.explanation)
 
 
 def test_first_usable_toolkit_is_taken_when_none_matches_and_the_driver_need_is_named():
-    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], "11.8")
+    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], "11.8", "TensorFlow")
     assert choice.toolkit.nvcc == CUDA_13.nvcc
     text = "\n".join(choice.explanation)
     assert "no CUDA 11 toolkit was found" in text
@@ -147,7 +148,7 @@ def test_first_usable_toolkit_is_taken_when_none_matches_and_the_driver_need_is_
 
 
 def test_a_cuda_13_choice_says_that_pascal_and_volta_need_a_cuda_12_toolkit():
-    text = "\n".join(toolchain.choose_toolkit([CUDA_13], "13.0").explanation)
+    text = "\n".join(toolchain.choose_toolkit([CUDA_13], "13.0", "TensorFlow").explanation)
     assert "cannot build for GPUs below sm_75" in text
     assert "CUDA 12 toolkit" in text
 
@@ -155,7 +156,7 @@ def test_a_cuda_13_choice_says_that_pascal_and_volta_need_a_cuda_12_toolkit():
 def test_toolkits_without_a_runtime_or_version_are_skipped_with_the_reason():
     no_runtime = candidate("/usr/bin/nvcc", (13, 0), LIST_CUDA_13, layout=False)
     broken = candidate("/broken/bin/nvcc", None, "")
-    choice = toolchain.choose_toolkit([no_runtime, broken, CUDA_12], "12.5")
+    choice = toolchain.choose_toolkit([no_runtime, broken, CUDA_12], "12.5", "TensorFlow")
     assert choice.toolkit.nvcc == CUDA_12.nvcc
     text = "\n".join(choice.explanation)
     assert "/usr/bin/nvcc: CUDA 13.0, no CUDA runtime (cuda_runtime.h, libcudart)" in text
@@ -164,22 +165,23 @@ def test_toolkits_without_a_runtime_or_version_are_skipped_with_the_reason():
 
 def test_no_usable_toolkit_gives_no_toolkit_and_the_reasons():
     no_runtime = candidate("/usr/bin/nvcc", (13, 0), LIST_CUDA_13, layout=False)
-    choice = toolchain.choose_toolkit([no_runtime], "12.5")
+    choice = toolchain.choose_toolkit([no_runtime], "12.5", "TensorFlow")
     assert choice.toolkit is None
     assert "no usable CUDA toolkit" in choice.skipped
     assert "/usr/bin/nvcc" in choice.skipped
-    assert toolchain.choose_toolkit([], "12.5").skipped == "no CUDA compiler (nvcc) found"
+    none = toolchain.choose_toolkit([], "12.5", "TensorFlow")
+    assert none.skipped == "no CUDA compiler (nvcc) found"
 
 
 def test_requested_architectures_no_toolkit_supports_are_an_error(monkeypatch):
     monkeypatch.setenv(toolchain.CUDA_ARCHS_ENV, "35")
     with pytest.raises(ValueError, match="KERAS_CARAFE_CUDA_ARCHS='35': no CUDA toolkit here "
                                          "supports these architectures"):
-        toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5", requested=(35,))
+        toolchain.choose_toolkit([CUDA_13, CUDA_12], "12.5", "TensorFlow", requested=(35,))
 
 
 def test_requested_architectures_pick_the_toolkit_that_supports_them():
-    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], None, requested=(70,))
+    choice = toolchain.choose_toolkit([CUDA_13, CUDA_12], None, "TensorFlow", requested=(70,))
     assert choice.toolkit.nvcc == CUDA_12.nvcc
     assert choice.toolkit.architectures == (70,)
 
@@ -215,8 +217,7 @@ def test_discovery_runs_each_nvcc_and_picks_the_matching_major(monkeypatch, tmp_
     monkeypatch.delenv(toolchain.NO_CUDA_ENV, raising=False)
     monkeypatch.delenv(toolchain.CUDA_ARCHS_ENV, raising=False)
     monkeypatch.setattr(toolchain, "_nvcc_candidates", lambda: iter([newer, older, newer]))
-    monkeypatch.setattr(toolchain, "tensorflow_cuda_version", lambda: "12.3.2")
-    choice = toolchain.find_cuda_toolkit()
+    choice = toolchain.find_cuda_toolkit("12.3.2", "TensorFlow")
     assert choice.toolkit.nvcc == older
     assert choice.toolkit.release == (12, 8)
     assert choice.toolkit.include_dirs == (str(tmp_path / "cuda-12.8" / "include"),)
@@ -230,16 +231,27 @@ def test_discovery_runs_each_nvcc_and_picks_the_matching_major(monkeypatch, tmp_
 # --- flags of the CUDA-enabled glue -----------------------------------------------------
 
 
-def test_glue_flags_define_cuda_and_use_the_toolkit_headers_without_a_second_std(tmp_path):
-    flags = toolchain.cuda_glue_flags(toolkit((80,)), str(tmp_path))
+def tensorflow_like(include):
+    return frameworks.Framework("tensorflow", "TensorFlow", "2.99.0", (f"-I{include}",), ())
+
+
+def test_tensorflow_glue_flags_define_cuda_and_use_the_toolkit_headers_without_a_second_std(
+        tmp_path):
+    flags = frameworks.cuda_glue_flags(tensorflow_like(tmp_path), toolkit((80,)))
     assert flags == ("-DKERAS_CARAFE_WITH_CUDA", "-DGOOGLE_CUDA=1", "-DEIGEN_USE_GPU",
                      "-I/opt/cuda/include")
     assert not any(flag.startswith(("-std", "--std")) for flag in flags)
 
 
-def test_glue_flags_put_the_cuda_headers_shipped_with_tensorflow_first(tmp_path):
+def test_tensorflow_glue_flags_put_the_cuda_headers_shipped_with_tensorflow_first(tmp_path):
     shipped = tmp_path / "third_party" / "gpus" / "cuda" / "include"
     shipped.mkdir(parents=True)
     (shipped / "cuda_runtime.h").write_text("// fake\n")
-    flags = toolchain.cuda_glue_flags(toolkit((80,)), str(tmp_path))
+    flags = frameworks.cuda_glue_flags(tensorflow_like(tmp_path), toolkit((80,)))
     assert flags[3:] == (f"-I{shipped}", "-I/opt/cuda/include")
+
+
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_jax_and_torch_glue_flags_only_define_cuda(name):
+    framework = frameworks.Framework(name, name, "1.0", ("-I/opt/include",), ())
+    assert frameworks.cuda_glue_flags(framework, toolkit((80,))) == ("-DKERAS_CARAFE_WITH_CUDA",)

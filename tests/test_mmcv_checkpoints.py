@@ -226,3 +226,40 @@ def test_other_layers_are_rejected(function):
     args = ({},) if function is load_mmcv_weights else ()
     with pytest.raises(TypeError, match="`layer` must be a keras_carafe.CARAFE layer, got Conv2D"):
         function(keras.layers.Conv2D(4, 3), *args)
+
+
+@pytest.mark.parametrize("key", ["channel_compressor.weight", "content_encoder.bias"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_values_are_rejected_naming_the_key_and_loading_nothing(rng, key, value):
+    layer, params = _default_pack(rng)
+    before = [w.copy() for w in layer.get_weights()]
+    params[key] = params[key].copy()
+    params[key].flat[3] = value
+    with pytest.raises(ValueError, match=rf"`state_dict\['{key}'\]` holds 1 non-finite "
+                                         rf"value\(s\).*nothing was loaded"):
+        load_mmcv_weights(layer, params)
+    for old, new in zip(before, layer.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("dtype, value, limit", [("float16", 70000.0, "65504"),
+                                                 ("float16", -65520.0, "65504")])
+def test_values_the_layers_dtype_cannot_hold_are_rejected(rng, dtype, value, limit):
+    layer = _layer(8, 2, 5, 1, 3, 1, 64, dtype=dtype)
+    params = random_carafe_pack_parameters(rng, 8, 2, 5, 1, 3, 64)
+    before = [w.copy() for w in layer.get_weights()]
+    params["content_encoder.weight"].flat[0] = value
+    with pytest.raises(ValueError, match=rf"`state_dict\['content_encoder.weight'\]` holds 1 "
+                                         rf"value\(s\) beyond what the layer's {dtype} "
+                                         rf"variables can hold .* the limit is {limit}"):
+        load_mmcv_weights(layer, params)
+    for old, new in zip(before, layer.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_the_largest_value_a_float16_layer_holds_is_accepted(rng):
+    layer = _layer(8, 2, 5, 1, 3, 1, 64, dtype="float16")
+    params = random_carafe_pack_parameters(rng, 8, 2, 5, 1, 3, 64)
+    params["content_encoder.weight"].flat[0] = 65504.0
+    load_mmcv_weights(layer, params)
+    assert float(np.max(layer.encoder.kernel.numpy())) == 65504.0

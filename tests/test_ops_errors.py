@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from keras_carafe.library import load
+from keras_carafe.backend.tensorflow import library
 from keras_carafe.ops import carafe
 
 IMPLEMENTATIONS = ("op", "fallback", "portable")
@@ -239,7 +239,7 @@ RAW_ATTR_CASES = {
 
 @pytest.fixture(scope="module")
 def raw_ops():
-    return load.load().module
+    return library.load().module
 
 
 def attrs(**overrides):
@@ -301,8 +301,8 @@ def test_raw_grad_op_rejects_scale_factor_whose_output_size_overflows():
     # In a subprocess: the failure this guards against is a segmentation fault.
     script = textwrap.dedent(f"""
         import tensorflow as tf
-        from keras_carafe.library import load
-        ops = load.load().module
+        from keras_carafe.backend.tensorflow import library
+        ops = library.load().module
         try:
             ops.keras_carafe_reassemble_grad(
                 tf.zeros((1, 0, 0, 6)), tf.zeros((1, 4, 4, 6)), tf.zeros((1, 0, 0, 18)),

@@ -1,6 +1,10 @@
 """`carafe` eagerly, in tf.function graphs, under GradientTape and XLA, and how the
 implementation is chosen."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -8,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from carafe_reference import carafe_reference, carafe_reference_grads, random_inputs
-from keras_carafe.library import load
+from keras_carafe.backend.tensorflow import library
 from keras_carafe.ops import carafe
-from keras_carafe.ops.tensorflow import choice
+from keras_carafe.ops import implementation
 
 IMPLEMENTATIONS = ("op", "fallback", "portable")
 OP_TYPE = "KerasCarafeReassemble"
@@ -113,7 +117,7 @@ def test_op_shape_function_takes_output_size_from_kernels_when_features_are_unkn
 ])
 def test_raw_op_in_a_graph_rejects_inconsistent_static_shapes_when_tracing(features, kernels,
                                                                            message):
-    raw = load.load().module.keras_carafe_reassemble
+    raw = library.load().module.keras_carafe_reassemble
 
     @tf.function
     def reassemble(f, k):
@@ -210,10 +214,10 @@ def test_fallback_graph_contains_no_custom_op():
 
 
 def test_auto_uses_the_custom_op_when_it_loads():
-    library = load.load()
-    if tf.config.list_logical_devices("GPU") and not library.cuda_usable:
+    loaded = library.load()
+    if tf.config.list_logical_devices("GPU") and not loaded.cuda_usable:
         pytest.skip(f"a GPU is visible but the op's CUDA kernels cannot run "
-                    f"({library.cuda_status}), so 'auto' rightly picks the fallback")
+                    f"({loaded.cuda_status}), so 'auto' rightly picks the fallback")
     assert OP_TYPE in op_types(carafe_function("auto"), *SIGNATURE)
 
 
@@ -241,10 +245,10 @@ def op_unavailable(monkeypatch):
     """Makes the compiled op unloadable in this process, with a fresh warning state."""
 
     def fail():
-        raise load.OpUnavailableError("BuildError: simulated for the test")
+        raise library.OpUnavailableError("BuildError: simulated for the test")
 
-    monkeypatch.setattr(load, "load", fail)
-    monkeypatch.setattr(choice, "_warned_fallback", False)
+    monkeypatch.setattr(library, "load", fail)
+    monkeypatch.setattr(implementation, "_warned", set())
 
 
 def test_auto_without_the_op_falls_back_with_one_runtime_warning_per_process(rng,
@@ -263,5 +267,33 @@ def test_auto_without_the_op_falls_back_with_one_runtime_warning_per_process(rng
 
 def test_op_without_the_op_raises_the_reason(rng, op_unavailable):
     features, kernels = inputs(rng)
-    with pytest.raises(load.OpUnavailableError, match="simulated for the test"):
+    with pytest.raises(library.OpUnavailableError, match="simulated for the test"):
         carafe(features, kernels, S, K, G, implementation="op")
+
+
+_FIRST_USE_IN_A_FUNCTION = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    from keras_carafe import carafe
+
+    @tf.function
+    def reassemble(features, kernels):
+        return carafe(features, kernels, 2, 3, 1)
+
+    out = reassemble(tf.ones((1, 2, 2, 4)), tf.ones((1, 4, 4, 9)))
+    print(float(out[0, 2, 2, 0]))
+""")
+
+
+def test_a_first_use_inside_a_tf_function_builds_without_autograph_warnings(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_CARAFE_CACHE_DIR": str(tmp_path / "cache"),
+           "KERAS_CARAFE_NO_CUDA": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-c", _FIRST_USE_IN_A_FUNCTION],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "4.0"
+    # The build said what it does, and AutoGraph said nothing.
+    assert "keras_carafe: building the compiled kernels for TensorFlow" in result.stderr
+    assert "keras_carafe: built the CPU kernels for TensorFlow" in result.stderr
+    assert "AutoGraph" not in result.stderr

@@ -33,9 +33,9 @@ _WITHOUT_TENSORFLOW = textwrap.dedent("""
 
 
 def _python(code, *args, tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_CARAFE_CACHE_DIR": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get(
-               "PYTHONPATH")])])}
+    # The build cache is the caller's: the JAX library is built once per test run.
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     return subprocess.run([sys.executable, "-c", _WITHOUT_TENSORFLOW + textwrap.dedent(code),
                            *args], capture_output=True, text=True, env=env, timeout=300)
 
@@ -57,33 +57,37 @@ def test_the_package_imports_and_runs_without_tensorflow(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_the_compiled_op_loader_says_it_needs_tensorflow(tmp_path):
+def test_the_tensorflow_kernels_say_they_need_tensorflow(tmp_path):
     result = _python("""
+        from keras_carafe import library
         try:
-            from keras_carafe.library import load
-        except ModuleNotFoundError as err:
+            library.load_compiled("tensorflow")
+        except library.OpUnavailableError as err:
             print(err)
     """, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "the compiled CARAFE op needs TensorFlow, which is not installed" in result.stdout
+    assert ("the compiled kernels for TensorFlow need TensorFlow, which is not installed"
+            in result.stdout)
 
 
-def test_build_command_says_it_needs_tensorflow(tmp_path):
+def test_build_command_for_tensorflow_says_it_is_not_installed(tmp_path):
     result = _python("from keras_carafe.__main__ import main; raise SystemExit(main())",
-                     "build", tmp_path=tmp_path)
+                     "build", "--framework", "tensorflow", tmp_path=tmp_path)
     assert result.returncode == 1
-    assert "the compiled CARAFE op needs TensorFlow, which is not installed" in result.stderr
+    assert "tensorflow is not installed here" in result.stderr
 
 
-def test_op_implementation_on_jax_says_it_needs_the_tensorflow_backend(tmp_path):
+def test_the_compiled_kernels_run_on_jax_without_tensorflow(tmp_path):
     result = _python("""
+        import sys
         import numpy as np
-        from keras_carafe import carafe
-        try:
-            carafe(np.zeros((1, 2, 2, 4), "float32"), np.zeros((1, 4, 4, 25), "float32"),
-                   implementation="op")
-        except ValueError as err:
-            print(err)
+        from keras_carafe import carafe, library
+        out = carafe(np.ones((1, 2, 2, 4), "float32"), np.ones((1, 4, 4, 9), "float32"),
+                     scale_factor=2, kernel_size=3, group_size=1, implementation="op")
+        print(float(np.asarray(out)[0, 2, 2, 0]), library.load_compiled().report.framework,
+              "tensorflow" in sys.modules)
     """, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "implementation='op' (the compiled op) needs the TensorFlow backend" in result.stdout
+    # Pixel (2, 2) reads the full 3 x 3 neighbourhood of input pixel (1, 1): 4 of its
+    # taps fall inside the 2 x 2 image.
+    assert result.stdout.strip().splitlines()[-1] == "4.0 jax False"

@@ -70,22 +70,23 @@ def carafe_kernels(model, low):
 
 
 def _carafe_backend(config, log):
-    """Which reassembly CARAFE will run ("op" or "fallback"), building the op first if needed.
+    """Which reassembly CARAFE will run ("op", "fallback" or "portable"), building the
+    compiled kernels first if needed.
 
     Building (or loading) here keeps the one-off compile out of CARAFE's
     training time.
     """
-    from keras_carafe.library import load
+    from keras_carafe import library
     from keras_carafe.ops import implementation
 
-    if config.implementation != "fallback":
+    if config.implementation not in ("fallback", "portable"):
         try:
-            library = load.load()
-            log(f"compiled CARAFE op: {library.report.library}")
-        except load.OpUnavailableError as err:
+            loaded = library.load_compiled()
+            log(f"compiled CARAFE kernels: {loaded.report.library}")
+        except library.OpUnavailableError as err:
             if config.implementation == "op":
                 raise
-            log(f"compiled CARAFE op unavailable, CARAFE uses the TF fallback: {err}")
+            log(f"compiled CARAFE kernels unavailable, CARAFE runs without them: {err}")
     return implementation.resolve(config.implementation)
 
 

@@ -5,6 +5,7 @@ data format, the export checks and the configuration."""
 import keras
 from keras import ops
 
+from keras_carafe import backend
 from keras_carafe.ops import implementation as impl
 from keras_carafe.ops import validation
 
@@ -74,14 +75,13 @@ class ReassemblyLayer(keras.layers.Layer):
         self.compressed_channels = validation.check_int_argument(
             "compressed_channels", compressed_channels, 1)
         impl.check_implementation(implementation)
-        impl.check_backend(implementation)
+        module = backend.current()
+        impl.check_backend(implementation, module)
         self.data_format = _standardize_data_format(data_format)
         self.implementation = implementation
-        # The compiled op cannot be XLA-compiled; on TensorFlow with "auto" or
-        # "op", Keras's own jit_compile="auto" then stays off so that the op
-        # runs. Other backends never run the op.
-        self.supports_jit = (implementation in ("fallback", "portable")
-                             or keras.backend.backend() != "tensorflow")
+        # Whether Keras may compile this layer (its `jit_compile="auto"`): not
+        # TensorFlow's compiled op, which XLA cannot hold.
+        self.supports_jit = module.supports_jit(implementation)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
         if encoder_kernel_initializer is None:
@@ -156,11 +156,7 @@ class ReassemblyLayer(keras.layers.Layer):
 
     def _check_export_format(self):
         """Raises, naming this layer, where the format being exported cannot express it."""
-        if keras.backend.backend() != "tensorflow":
-            return
-        from keras_carafe.ops.tensorflow import choice
-
-        target, dtype = choice.export_format(), self.compute_dtype
+        target, dtype = backend.current().export_format(), self.compute_dtype
         reason = None
         if target == "litert" and dtype != "float32":
             reason = ("LiteRT's builtin operators run its convolutions and the reassembly in "

@@ -1,32 +1,33 @@
-"""Loads the compiled op library once per process and registers its gradients."""
+"""Builds and opens each framework's compiled library once per process.
+
+`load(name, open_library)` builds the library of framework `name` if the cache
+has none, hands its build report to `open_library` (the framework's own loading
+and registrations, from `keras_carafe.backend.<name>`), and reads the library's
+CUDA probe to decide whether its CUDA kernels can run on this machine. A
+failure is remembered for the rest of the process, so each call site gets
+the same answer quickly.
+"""
 
 import ctypes
 import dataclasses
 import threading
 
-try:
-    import tensorflow as tf
-except ModuleNotFoundError as err:
-    raise ModuleNotFoundError(
-        "the compiled CARAFE op needs TensorFlow, which is not installed (pip install "
-        "keras-carafe[cpu]); without it, use implementation='auto' or 'portable'",
-        name=err.name) from err
-
-from keras_carafe.library import build, cuda_probe, gradients
+from keras_carafe.library import build, cuda_probe
 
 _lock = threading.Lock()
-_loaded = None
-_failure = None
+_loaded = {}
+_failures = {}
 
 
 class OpUnavailableError(RuntimeError):
-    """The compiled op cannot be used in this process; the message says why."""
+    """The compiled kernels cannot be used in this process; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadedLibrary:
-    module: object
     report: build.BuildReport
+    # What `open_library` returned (TensorFlow: the op module).
+    module: object
     # Whether the CUDA kernels can run on every visible GPU, and a message
     # saying so ("ok: ...") or naming what is missing.
     cuda_usable: bool
@@ -34,10 +35,14 @@ class LoadedLibrary:
     # What the library's CUDA probe reported; None when it could not be read.
     cuda: object = None
 
+    @property
+    def path(self):
+        return self.report.library
+
     def require_cuda(self):
         """Raises OpUnavailableError with `cuda_status` unless the CUDA kernels can run."""
         if not self.cuda_usable:
-            raise OpUnavailableError(f"the op's CUDA kernels cannot run: {self.cuda_status}")
+            raise OpUnavailableError(f"the compiled CUDA kernels cannot run: {self.cuda_status}")
 
 
 def _call_string_function(handle, name):
@@ -60,26 +65,24 @@ def assess_cuda(path, report):
     return verdict.usable, verdict.message, probe
 
 
-def load():
-    """Returns the LoadedLibrary, building it first if needed.
+def load(name, open_library):
+    """Returns the LoadedLibrary of framework `name`, building and opening it once.
 
     Raises OpUnavailableError with the reason when it cannot be built or
-    loaded; the failure is remembered for the rest of the process.
+    opened; the failure is remembered for the rest of the process.
     """
-    global _loaded, _failure
     with _lock:
-        if _loaded is not None:
-            return _loaded
-        if _failure is not None:
-            raise OpUnavailableError(_failure)
+        if name in _loaded:
+            return _loaded[name]
+        if name in _failures:
+            raise OpUnavailableError(_failures[name])
         try:
-            report = build.ensure_built()
-            module = tf.load_op_library(report.library)
-        except (build.BuildError, OSError, tf.errors.OpError, ValueError) as err:
-            _failure = f"{type(err).__name__}: {err}"
-            raise OpUnavailableError(_failure) from err
+            report = build.ensure_built(name)
+            module = open_library(report)
+        except Exception as err:  # noqa: BLE001 - every failure means "unavailable"
+            _failures[name] = f"{type(err).__name__}: {err}"
+            raise OpUnavailableError(_failures[name]) from err
         usable, status, probe = assess_cuda(report.library, report)
-        gradients.register(module)
-        _loaded = LoadedLibrary(module=module, report=report, cuda_usable=usable,
-                                cuda_status=status, cuda=probe)
-        return _loaded
+        _loaded[name] = LoadedLibrary(report=report, module=module, cuda_usable=usable,
+                                      cuda_status=status, cuda=probe)
+        return _loaded[name]

@@ -1,4 +1,4 @@
-"""Compilers and flags for building the reassembly op against the installed TensorFlow."""
+"""Compilers, CUDA toolkits and the sources of the compiled kernels."""
 
 import dataclasses
 import functools
@@ -22,10 +22,21 @@ DEFAULT_ARCHS = (60, 70, 75, 80, 86, 90, 100, 120)
 
 CUDA_ARCHS_ENV = "KERAS_CARAFE_CUDA_ARCHS"
 NO_CUDA_ENV = "KERAS_CARAFE_NO_CUDA"
+# Builds the CUDA kernels even for a framework that cannot run them (a CPU-only
+# TensorFlow, JAX without a CUDA plugin, a CPU build of PyTorch).
+CUDA_ENV = "KERAS_CARAFE_CUDA"
 
-# Defines of the TensorFlow glue when it registers the CUDA kernels: TensorFlow's
-# GPU code paths, and Eigen's GpuDevice, which hands out the op's CUDA stream.
-CUDA_GLUE_DEFINES = ("-DKERAS_CARAFE_WITH_CUDA", "-DGOOGLE_CUDA=1", "-DEIGEN_USE_GPU")
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def cuda_wanted(framework_has_cuda):
+    """Whether to build CUDA kernels: where the framework can run them or
+    KERAS_CARAFE_CUDA=1 asks for them, never with KERAS_CARAFE_NO_CUDA=1."""
+    if _env_flag(NO_CUDA_ENV):
+        return False
+    return framework_has_cuda or _env_flag(CUDA_ENV)
 
 # nvcc compiles the architectures of one file in parallel from this release on.
 _NVCC_THREADS_SINCE = (11, 2)
@@ -66,40 +77,39 @@ class CudaToolkit:
         return ["--threads", str(threads)]
 
 
-def cuda_glue_flags(toolkit, tf_include):
-    """Host-compiler flags of the TensorFlow glue that registers the CUDA kernels.
-
-    The glue needs `cuda_runtime.h` (through Eigen's GpuDevice). Where the
-    TensorFlow wheel ships CUDA headers (include/third_party/gpus/cuda/include)
-    they come first, as those of TensorFlow's own build; the toolkit's headers
-    serve wheels without them (CPU wheels).
-    """
-    includes = []
-    if tf_include:
-        shipped = Path(tf_include) / "third_party" / "gpus" / "cuda" / "include"
-        if (shipped / "cuda_runtime.h").is_file():
-            includes.append(str(shipped))
-    includes += [d for d in toolkit.include_dirs if d not in includes]
-    return CUDA_GLUE_DEFINES + tuple(f"-I{d}" for d in includes)
+def csrc_dir():
+    """Folder of the C++/CUDA sources: `kernels/` (framework-free) and one glue folder per
+    framework (`tensorflow/`, `jax/`, `torch/`)."""
+    folder = Path(__file__).resolve().parent.parent / "csrc"
+    if not (folder / "kernels" / "carafe_geometry.h").is_file():
+        raise FileNotFoundError(
+            f"the CARAFE kernel sources were not found in {folder}; reinstall keras-carafe")
+    return folder
 
 
-def source_dir():
-    """Folder holding the C++/CUDA sources (inside the wheel, or the repo's tf_ops/)."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "tf_ops", package.parent / "tf_ops"):
-        if (candidate / "carafe_kernels.cc").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"the CARAFE op sources were not found in {package / 'tf_ops'} "
-        f"or {package.parent / 'tf_ops'}; reinstall keras-carafe"
-    )
+def source_files(folder):
+    """The C++/CUDA sources and headers of `folder`, sorted by name."""
+    return tuple(sorted(p for p in Path(folder).iterdir()
+                        if p.suffix in (".h", ".cc", ".cu") and p.is_file()))
 
 
-def source_files():
-    folder = source_dir()
-    return sorted(
-        p for p in folder.iterdir() if p.suffix in (".h", ".cc", ".cu") and p.is_file()
-    )
+def identity(path):
+    """(resolved path, size, modification time) of a compiler: it changes when the
+    compiler is replaced, and costs no subprocess."""
+    if path is None:
+        return None
+    try:
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+    except OSError:
+        return None
+    return (str(resolved), stat.st_size, int(stat.st_mtime))
+
+
+def toolchain_identity():
+    """The identities of the C++ compiler and of every nvcc that the build would consider."""
+    return (identity(host_compiler()),
+            tuple(identity(n) for n in _nvcc_candidates() if n.is_file()))
 
 
 def host_compiler():
@@ -126,16 +136,6 @@ def compiler_version(path):
     return lines[0] if lines else "unknown"
 
 
-def tensorflow_flags():
-    import tensorflow as tf
-
-    return (
-        tf.__version__,
-        tuple(tf.sysconfig.get_compile_flags()),
-        tuple(tf.sysconfig.get_link_flags()),
-    )
-
-
 def cpu_vector_flags():
     """AVX2/FMA/F16C flags when this CPU has them.
 
@@ -152,21 +152,10 @@ def cpu_vector_flags():
     return ()
 
 
-def tensorflow_cuda_version():
-    """The CUDA version TensorFlow was built with ("12.5.1"), or None (CPU-only builds)."""
-    import tensorflow as tf
-
-    try:
-        version = tf.sysconfig.get_build_info().get("cuda_version")
-    except (AttributeError, RuntimeError):
-        return None
-    return str(version) if version else None
-
-
 def _nvcc_candidates():
     # A pip-installed nvcc (nvidia-cuda-nvcc-cu12, where the wheel carries the
-    # compiler and not only ptxas) matches the CUDA runtime that
-    # `tensorflow[and-cuda]` loads, so it comes first.
+    # compiler and not only ptxas) matches the CUDA runtime that a framework's
+    # CUDA wheels load, so it comes first.
     spec = importlib.util.find_spec("nvidia")
     if spec is not None and spec.submodule_search_locations:
         for root in spec.submodule_search_locations:
@@ -259,6 +248,7 @@ class NvccCandidate:
     supported: tuple  # architectures from --list-gpu-arch
 
 
+@functools.lru_cache(maxsize=None)
 def inspect_nvcc(nvcc):
     version = compiler_version(nvcc)
     try:
@@ -283,12 +273,14 @@ def _release_text(release):
     return f"CUDA {release[0]}.{release[1]}"
 
 
-def choose_toolkit(candidates, tf_cuda_version, requested=None):
+def choose_toolkit(candidates, framework_cuda, framework, requested=None):
     """Picks the toolkit to build with from inspected `candidates` (in search order).
 
-    The first usable one whose CUDA major version matches TensorFlow's build
-    wins: the kernels then need no newer driver than TensorFlow itself. Without
-    a match, or when TensorFlow does not say (CPU wheels), the first usable one.
+    The first usable one whose CUDA major version matches the one the
+    `framework` (its display name, e.g. "TensorFlow") was built with,
+    `framework_cuda`, wins: the kernels then need no newer driver than the
+    framework itself. Without a match, or when the framework does not say (CPU
+    builds), the first usable one.
     """
     usable, lines = [], []
     for candidate in candidates:
@@ -316,22 +308,22 @@ def choose_toolkit(candidates, tf_cuda_version, requested=None):
                    else "no usable CUDA toolkit:\n" + "\n".join(lines))
         return ToolkitChoice(None, skipped, ("CUDA toolkit: none; " + skipped,))
 
-    tf_major = None
-    if tf_cuda_version:
-        match = re.match(r"\d+", tf_cuda_version)
-        tf_major = int(match[0]) if match else None
-    same_major = [(c, a) for c, a in usable if tf_major is not None and c.release[0] == tf_major]
-    if tf_major is None:
+    major = None
+    if framework_cuda:
+        match = re.match(r"\d+", framework_cuda)
+        major = int(match[0]) if match else None
+    same_major = [(c, a) for c, a in usable if major is not None and c.release[0] == major]
+    if major is None:
         (chosen, archs), reason = usable[0], (
-            "TensorFlow does not say which CUDA it was built with (a CPU-only build), "
-            "so the first usable toolkit is taken")
+            f"{framework} does not say which CUDA it was built with (a CPU-only build), "
+            f"so the first usable toolkit is taken")
     elif same_major:
         (chosen, archs), reason = same_major[0], (
-            f"TensorFlow was built with CUDA {tf_cuda_version}; this is the first toolkit "
+            f"{framework} was built with CUDA {framework_cuda}; this is the first toolkit "
             f"of the same major version")
     else:
         (chosen, archs), reason = usable[0], (
-            f"TensorFlow was built with CUDA {tf_cuda_version} but no CUDA {tf_major} toolkit "
+            f"{framework} was built with CUDA {framework_cuda} but no CUDA {major} toolkit "
             f"was found; the first usable toolkit is taken, and its kernels need a driver "
             f"for {_release_text(usable[0][0].release)}")
     toolkit = CudaToolkit(nvcc=chosen.nvcc, version=chosen.version, release=chosen.release,
@@ -342,16 +334,22 @@ def choose_toolkit(candidates, tf_cuda_version, requested=None):
     if not requested and archs[0] > LOWEST_ARCH:
         explanation.append(
             f"  note: {_release_text(chosen.release)} cannot build for GPUs below sm_{archs[0]} "
-            f"(P100 is sm_60, V100 sm_70); they use the pure-TensorFlow fallback unless a "
-            f"CUDA 12 toolkit builds the op")
+            f"(P100 is sm_60, V100 sm_70); they use the portable path (or TensorFlow's "
+            f"fallback) unless a CUDA 12 toolkit builds the kernels")
     explanation += ["  candidates:", *lines]
     return ToolkitChoice(toolkit, "", tuple(explanation))
 
 
-def find_cuda_toolkit():
-    """The CUDA toolkit to build with, as a ToolkitChoice (its toolkit None when there is none)."""
-    if os.environ.get(NO_CUDA_ENV, "").strip() not in ("", "0"):
+def find_cuda_toolkit(framework_cuda=None, framework="the framework", wanted=True):
+    """The CUDA toolkit to build with, as a ToolkitChoice (its toolkit None when there is
+    none or CUDA is not `wanted`), preferring the CUDA major version `framework_cuda`
+    (see `choose_toolkit`)."""
+    if _env_flag(NO_CUDA_ENV):
         reason = f"{NO_CUDA_ENV} is set"
+        return ToolkitChoice(None, reason, (f"CUDA toolkit: none; {reason}",))
+    if not wanted:
+        reason = (f"this {framework} cannot run CUDA kernels (set {CUDA_ENV}=1 to build "
+                  f"them anyway)")
         return ToolkitChoice(None, reason, (f"CUDA toolkit: none; {reason}",))
     seen, candidates = set(), []
     for nvcc in _nvcc_candidates():
@@ -359,4 +357,4 @@ def find_cuda_toolkit():
             continue
         seen.add(nvcc.resolve())
         candidates.append(inspect_nvcc(nvcc))
-    return choose_toolkit(candidates, tensorflow_cuda_version(), requested_architectures())
+    return choose_toolkit(candidates, framework_cuda, framework, requested_architectures())

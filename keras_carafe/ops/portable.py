@@ -16,11 +16,13 @@ final pixel shuffle.
   models), at the cost of a patch tensor `k * k` times the features.
 
 Only pad, strided slice, stack, concatenate, reshape, transpose (rank 5 at
-most), multiply, add, matmul and cast are used: no data-dependent control
-flow, no gather, no custom op, no tensor of rank above 5. Gradients come
-from each backend's autodiff.
+most), multiply, add, matmul, select (`where`, masking the weights of taps
+outside the image) and cast are used: no data-dependent control flow, no
+gather, no custom op, no tensor of rank above 5. Gradients come from each
+backend's autodiff.
 """
 
+import numpy as np
 from keras import ops
 
 from keras_carafe.ops.pixel_shuffle import depth_to_space, space_to_depth
@@ -71,6 +73,32 @@ def _patch_matmul(padded, weights, geometry, n, hc, wc, c, cg):
     return ops.transpose(out, (0, 2, 1, 3))
 
 
+def inside_taps(geometry, h, w):
+    """(Hc, Wc, G*k*k) booleans: whether cell (i, j)'s tap reads a pixel inside the image.
+
+    A constant where the sizes are known, else built from the symbolic sizes.
+    """
+    k, r, stride = geometry.kernel_size, geometry.radius, geometry.cell_stride
+    if isinstance(h, int) and isinstance(w, int):
+        rows = np.arange(-(-h // stride))[:, None] * stride + np.arange(k) - r
+        cols = np.arange(-(-w // stride))[:, None] * stride + np.arange(k) - r
+        inside = (((rows >= 0) & (rows < h))[:, None, :, None]
+                  & ((cols >= 0) & (cols < w))[None, :, None, :])
+        inside = inside.reshape(inside.shape[0], inside.shape[1], k * k)
+        return ops.convert_to_tensor(np.tile(inside, (1, 1, geometry.group_size)))
+
+    # Reshapes rather than new axes by indexing: LiteRT's builtin strided slice has none.
+    def inside_1d(size):
+        cells = ops.arange(0, size, stride)
+        sources = ops.reshape(cells, (-1, 1)) + ops.reshape(ops.arange(-r, k - r), (1, k))
+        return ops.logical_and(ops.greater_equal(sources, 0), ops.less(sources, size))
+
+    rows, cols = inside_1d(h), inside_1d(w)
+    hc, wc = ops.shape(rows)[0], ops.shape(cols)[0]
+    inside = ops.logical_and(ops.reshape(rows, (hc, 1, k, 1)), ops.reshape(cols, (1, wc, 1, k)))
+    return ops.tile(ops.reshape(inside, (hc, wc, k * k)), (1, 1, geometry.group_size))
+
+
 def reassemble(geometry, features, kernels, fused=False):
     """The reassembly of `geometry` (already validated) with `keras.ops`.
 
@@ -92,6 +120,10 @@ def reassemble(geometry, features, kernels, fused=False):
         # Output pixel (h*s + i, w*s + j) is phase i*s + j of cell (h, w).
         kernels = space_to_depth(kernels, geometry.factor)
     weights = ops.reshape(kernels, (n, hc, wc, geometry.phases, geometry.kernel_channels))
+    # A tap outside the image contributes nothing whatever its weight, as in the compiled
+    # kernels, which skip it: an inf or NaN weight there must not turn 0 into NaN.
+    inside = ops.reshape(inside_taps(geometry, h, w), (1, hc, wc, 1, geometry.kernel_channels))
+    weights = ops.where(inside, weights, ops.zeros((), compute_dtype))
     padded = ops.pad(features, ((0, 0), (r, r), (r, r), (0, 0)))
     # Keras 3.15's matmul computes float64 in float32 on JAX and PyTorch
     # (its type promotion), so float64 takes the tap sum.

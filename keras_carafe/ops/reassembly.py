@@ -1,29 +1,21 @@
-"""The public CARAFE reassembly functions: validate once, then dispatch."""
+"""The public CARAFE reassembly functions: validate once, then hand over to the backend."""
 
-import keras
 from keras import ops
 
+from keras_carafe import backend
 from keras_carafe.ops import implementation as impl
-from keras_carafe.ops import portable, validation
+from keras_carafe.ops import validation
 
 
 def _reassemble(geometry, features, kernels, implementation):
     impl.check_implementation(implementation)
-    impl.check_backend(implementation)
+    module = backend.current()
+    impl.check_backend(implementation, module)
     features = ops.convert_to_tensor(features)
     kernels = ops.convert_to_tensor(kernels)
     shapes_known = validation.check_static(geometry, features, kernels)
-    chosen = impl.resolve(implementation)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from keras_carafe.ops import tensorflow as tf_backend
-
-        return tf_backend.reassemble(chosen, geometry, features, kernels, shapes_known)
-    if backend == "jax":
-        from keras_carafe.ops import jax as jax_backend
-
-        return jax_backend.reassemble(geometry, features, kernels)
-    return portable.reassemble(geometry, features, kernels)
+    return module.reassemble(module.choose(implementation), geometry, features, kernels,
+                             shapes_known)
 
 
 def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
@@ -45,16 +37,18 @@ def carafe(features, kernels, scale_factor=2, kernel_size=5, group_size=1,
         scale_factor: int `s >= 1`.
         kernel_size: odd int `k >= 1`.
         group_size: int `G >= 1` dividing `C`.
-        implementation: `"auto"`, `"op"` (the compiled TensorFlow op; raises
-            if it cannot be built or loaded), `"fallback"` (pure TensorFlow)
-            or `"portable"` (`keras.ops` only: every backend and export
-            format). `"auto"` uses, on TensorFlow, the op where usable, the
-            portable path under XLA and while exporting, else the fallback
-            (with one warning per process); on JAX and PyTorch the portable
-            path. `"op"` and `"fallback"` need the TensorFlow backend.
-            `KERAS_CARAFE_FORCE_FALLBACK=1` turns `"op"` and `"auto"` into
-            the fallback; `keras_carafe.ops.force_portable()` makes every
-            call in its block portable.
+        implementation: `"auto"`, `"op"` (the compiled CPU/CUDA kernels: a
+            TensorFlow op, XLA FFI handlers on JAX, a `torch.library` op on
+            PyTorch; raises if they cannot be built, loaded or run here),
+            `"fallback"` (pure TensorFlow; TensorFlow backend only) or
+            `"portable"` (`keras.ops` only: every backend and export format).
+            `"auto"` uses the compiled kernels where they build and can run
+            on the device, and the portable path while a model is exported
+            (and inside `keras_carafe.ops.force_portable()`); elsewhere, with
+            one warning per process saying why, the portable path on JAX and
+            PyTorch, and on TensorFlow the portable path under XLA and the
+            fallback otherwise. `KERAS_CARAFE_FORCE_FALLBACK=1` turns `"op"`
+            and `"auto"` into the fallback on TensorFlow.
 
     Returns:
         Tensor of shape `(N, H*s, W*s, C)` in the dtype of `features`.

@@ -50,12 +50,23 @@ def dtype_name(tensor):
     return keras.backend.standardize_dtype(tensor.dtype)
 
 
+def _size(dim):
+    """A dimension as an int, or None where it is unknown or symbolic."""
+    if dim is None or isinstance(dim, (int, np.integer)):
+        return None if dim is None else int(dim)
+    try:
+        return int(dim)
+    except Exception:  # noqa: BLE001 - symbolic sizes (jax.export's) refuse in their own ways
+        return None
+
+
 def static_shape(tensor):
     """The shape as a tuple with None for unknown sizes, or None for an unknown rank."""
     try:
-        return tuple(None if d is None else int(d) for d in tensor.shape)
+        dims = tuple(tensor.shape)
     except (TypeError, ValueError):  # a TensorFlow shape of unknown rank cannot be iterated
         return None
+    return tuple(_size(d) for d in dims)
 
 
 def check_static(geometry, features, kernels):

@@ -132,7 +132,7 @@ def add_arguments(parser):
                         help=f"volumes: slices left out on each side of a held-out slab "
                              f"({both('guard')})")
     parser.add_argument("--implementation", choices=IMPLEMENTATIONS,
-                        help=f"CARAFE's reassembly; op and fallback need TensorFlow "
+                        help=f"CARAFE's reassembly; fallback needs TensorFlow "
                              f"({both('implementation')})")
     parser.add_argument("--output", metavar="DIR",
                         help=f"folder for tables, figures and models ({both('output')})")

@@ -46,27 +46,28 @@ def resampling_costs(model, height, width, channels):
 
 
 def _reassembly(config, log):
-    """Which reassembly CARAFE runs here, building the compiled op first where it is wanted."""
+    """Which reassembly CARAFE runs here ("op", "fallback" or "portable"), building the
+    compiled kernels first where they are wanted, so that the one-off compile stays out of
+    the training times."""
+    from keras_carafe import library
     from keras_carafe.ops import implementation
 
-    if keras.backend.backend() == "tensorflow" and config.implementation in ("auto", "op"):
-        from keras_carafe.library import load
-
+    if config.implementation in ("auto", "op"):
         try:
-            log(f"compiled CARAFE op: {load.load().report.library}")
-        except load.OpUnavailableError as err:
+            log(f"compiled CARAFE kernels: {library.load_compiled().report.library}")
+        except library.OpUnavailableError as err:
             if config.implementation == "op":
                 raise RuntimeError(f"--implementation op: {err}") from err
-            log(f"compiled CARAFE op unavailable, CARAFE uses the TF fallback: {err}")
+            log(f"compiled CARAFE kernels unavailable, CARAFE runs without them: {err}")
     return implementation.resolve(config.implementation)
 
 
 def check_backend(config):
     """Raises, naming --implementation, where this Keras backend cannot run it."""
-    if config.implementation in ("op", "fallback") and keras.backend.backend() != "tensorflow":
-        raise ValueError(f"--implementation {config.implementation} needs the TensorFlow "
-                         f"backend, but KERAS_BACKEND is {keras.backend.backend()!r}; use "
-                         "auto or portable")
+    if config.implementation == "fallback" and keras.backend.backend() != "tensorflow":
+        raise ValueError("--implementation fallback needs the TensorFlow backend, but "
+                         f"KERAS_BACKEND is {keras.backend.backend()!r}; use auto, op or "
+                         "portable")
 
 
 def _shown(data, count):

@@ -16,8 +16,8 @@
 // scale x scale output pixels that all read the neighbourhood of that centre.
 //   upsampling (CARAFE):     stride = 1, out = in * scale,         cy(oh) = oh / scale
 //   downsampling (CARAFE++): scale = 1,  out = ceil(in / stride),  cy(oh) = oh * stride
-#ifndef KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
-#define KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
+#ifndef KERAS_CARAFE_CSRC_KERNELS_CARAFE_GEOMETRY_H_
+#define KERAS_CARAFE_CSRC_KERNELS_CARAFE_GEOMETRY_H_
 
 #include <cstdint>
 
@@ -69,25 +69,40 @@ struct CarafeGeometry {
   }
 };
 
+// The kernels index rows, columns, channels and taps with 32-bit integers, and
+// form expressions up to an extent plus the kernel size, plus the scale or the
+// stride, plus a few pixels (a row segment of the CUDA features gradient). Every
+// size therefore stays at most kMaxIndex - IndexMargin(g), so that none of them
+// can wrap.
+constexpr int64_t kMaxIndex = (int64_t{1} << 31) - 1;
+constexpr int64_t kMaxKernelSize = 46339;  // kernel_size^2 < 2^31
+
+CARAFE_HOST_DEVICE inline int64_t IndexMargin(const CarafeGeometry& g) {
+  return g.kernel_size + (g.scale > g.stride ? g.scale : g.stride) + 8;
+}
+
 // Why `g` cannot be computed, or nullptr. The framework glue checks tensors
 // against the geometry with messages in its own terms; this guards the
 // kernels' own assumptions for every caller.
 inline const char* GeometryError(const CarafeGeometry& g) {
   if (g.batch < 0 || g.in_h < 0 || g.in_w < 0 || g.channels < 0)
     return "sizes must be non-negative";
-  // Kernels index rows, columns, channels and taps with 32-bit integers.
-  constexpr int64_t kMaxExtent = (int64_t{1} << 31) - 1;
-  if (g.in_h > kMaxExtent || g.in_w > kMaxExtent || g.channels > kMaxExtent ||
-      g.scale > kMaxExtent || g.stride > kMaxExtent || g.kernel_size > 46339 ||
-      g.groups > kMaxExtent)
+  if (g.in_h > kMaxIndex || g.in_w > kMaxIndex || g.channels > kMaxIndex ||
+      g.scale > kMaxIndex || g.stride > kMaxIndex || g.kernel_size > kMaxKernelSize ||
+      g.groups > kMaxIndex)
     return "a size exceeds 2^31 - 1 (kernel_size 46339)";
   if (g.scale < 1 || g.stride < 1) return "scale and stride must be >= 1";
   if (g.scale > 1 && g.stride > 1) return "scale and stride cannot both exceed 1";
   if (g.kernel_size < 1 || g.kernel_size % 2 == 0) return "kernel_size must be odd and >= 1";
   if (g.groups < 1 || g.channels % g.groups != 0)
     return "groups must be >= 1 and divide channels";
-  if (g.out_h() > kMaxExtent || g.out_w() > kMaxExtent || g.kernel_channels() > kMaxExtent)
+  if (g.out_h() > kMaxIndex || g.out_w() > kMaxIndex || g.kernel_channels() > kMaxIndex)
     return "an output size exceeds 2^31 - 1";
+  const int64_t limit = kMaxIndex - IndexMargin(g);
+  if (g.in_h > limit || g.in_w > limit || g.out_h() > limit || g.out_w() > limit ||
+      g.channels > limit || g.scale > limit || g.stride > limit)
+    return "a height, width, channel count or factor exceeds 2^31 - 1 - (kernel_size + "
+           "max(scale, stride) + 8), the limit of the kernels' 32-bit indexing";
   return nullptr;
 }
 
@@ -95,9 +110,31 @@ inline const char* GeometryError(const CarafeGeometry& g) {
 // pointers so that callers need no CUDA headers.
 enum class ScalarKind { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
-// The ScalarKind of an element type. float and double are declared here; the
-// caller declares its 16-bit types (bit patterns of IEEE half and bfloat16),
-// which the CPU kernels widen a vector at a time.
+// Calls `launch(T())` with the element type of `kind`, `Half` and `BFloat16`
+// standing for the 16-bit types of the caller (the CPU's bit patterns, CUDA's
+// __half and __nv_bfloat16).
+template <typename Half, typename BFloat16, typename Launch>
+const char* WithScalarType(ScalarKind kind, Launch&& launch) {
+  switch (kind) {
+    case ScalarKind::kFloat32: return launch(float());
+    case ScalarKind::kFloat64: return launch(double());
+    case ScalarKind::kFloat16: return launch(Half());
+    case ScalarKind::kBFloat16: return launch(BFloat16());
+  }
+  return "unsupported element type";
+}
+
+// The three maps of the reassembly, each two operands in and one result out:
+//   kForward:      (features, kernels)     -> output
+//   kFeaturesGrad: (grad_output, kernels)  -> grad_features (the features' shape)
+//   kKernelsGrad:  (grad_output, features) -> grad_kernels (the kernels' shape)
+// All three are bilinear, each one a partial derivative of <grad_output,
+// forward(features, kernels)>, so each one's adjoints are the other two: every
+// framework builds derivatives of any order from these launches.
+enum class Map { kForward, kFeaturesGrad, kKernelsGrad };
+
+// The ScalarKind of an element type. float and double are declared here; each
+// framework's glue declares its own 16-bit types (IEEE half and bfloat16).
 template <typename T>
 struct KindOf;
 template <>
@@ -111,4 +148,4 @@ struct KindOf<double> {
 
 }  // namespace keras_carafe
 
-#endif  // KERAS_CARAFE_TF_OPS_CARAFE_GEOMETRY_H_
+#endif  // KERAS_CARAFE_CSRC_KERNELS_CARAFE_GEOMETRY_H_

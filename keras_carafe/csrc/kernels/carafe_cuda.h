@@ -6,8 +6,8 @@
 // message: an invalid geometry, or the CUDA error of the launch. Every output
 // element is written by exactly one thread that sums in a fixed order, so
 // results do not depend on scheduling.
-#ifndef KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
-#define KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
+#ifndef KERAS_CARAFE_CSRC_KERNELS_CARAFE_CUDA_H_
+#define KERAS_CARAFE_CSRC_KERNELS_CARAFE_CUDA_H_
 
 #include "carafe_geometry.h"
 
@@ -27,6 +27,10 @@ const char* BackwardKernels(ScalarKind kind, const CarafeGeometry& geometry,
                             const void* grad_output, const void* features, void* grad_kernels,
                             void* stream);
 
+// One of the three above by `map`, with its operands in the order of the Map's comment.
+const char* Run(Map map, ScalarKind kind, const CarafeGeometry& geometry, const void* first,
+                const void* second, void* result, void* stream);
+
 }  // namespace cuda
 }  // namespace keras_carafe
 
@@ -38,8 +42,9 @@ extern "C" {
 //               "kernel_image": true, "error": ""}]}
 // kernel_image says whether a kernel of this library can run on that device
 // (machine code for it, or PTX its driver can compile). Libraries built
-// without CUDA return {"built": false}.
-const char* keras_carafe_cuda_probe();
+// without CUDA link carafe_no_cuda.cc instead, which returns {"built": false}.
+// Exported from every library, whatever its symbol visibility.
+__attribute__((visibility("default"))) const char* keras_carafe_cuda_probe();
 }
 
-#endif  // KERAS_CARAFE_TF_OPS_CARAFE_CUDA_H_
+#endif  // KERAS_CARAFE_CSRC_KERNELS_CARAFE_CUDA_H_

@@ -586,17 +586,11 @@ const char* BackwardKernelsTyped(const CarafeGeometry& g, const void* grad_outpu
              : BackwardKernelsSized<T, 1, 1>(g, grad_output, features, grad_kernels, stream);
 }
 
-// Calls `launch.template operator()<T>()` with the CUDA type of `kind`.
+// Calls `launch(T())` with the CUDA type of `kind`, for a valid geometry.
 template <typename Launch>
 const char* WithType(ScalarKind kind, const CarafeGeometry& g, Launch&& launch) {
   if (const char* error = GeometryError(g)) return error;
-  switch (kind) {
-    case ScalarKind::kFloat32: return launch(float());
-    case ScalarKind::kFloat64: return launch(double());
-    case ScalarKind::kFloat16: return launch(__half());
-    case ScalarKind::kBFloat16: return launch(__nv_bfloat16());
-  }
-  return "unsupported element type";
+  return WithScalarType<__half, __nv_bfloat16>(kind, launch);
 }
 
 }  // namespace
@@ -625,6 +619,16 @@ const char* BackwardKernels(ScalarKind kind, const CarafeGeometry& g, const void
     return BackwardKernelsTyped<T>(g, grad_output, features, grad_kernels,
                                    static_cast<cudaStream_t>(stream));
   });
+}
+
+const char* Run(Map map, ScalarKind kind, const CarafeGeometry& g, const void* first,
+                const void* second, void* result, void* stream) {
+  switch (map) {
+    case Map::kForward: return Forward(kind, g, first, second, result, stream);
+    case Map::kFeaturesGrad: return BackwardFeatures(kind, g, first, second, result, stream);
+    case Map::kKernelsGrad: return BackwardKernels(kind, g, first, second, result, stream);
+  }
+  return "unknown map";
 }
 
 }  // namespace cuda

@@ -15,7 +15,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../carafe_cuda.h"
+#include "carafe_cuda.h"
 
 namespace {
 

@@ -1,9 +1,9 @@
 """Checks the CUDA kernels of the CARAFE reassembly on a GPU, without TensorFlow.
 
-    python tf_ops/gpu_check/run.py --out DIR [--compile-only] [--ncu]
+    python tools/gpu_check/run.py --out DIR [--compile-only] [--ncu]
 
 Needs nvcc; a full run also needs a CUDA GPU, PyTorch with CUDA and NumPy.
-It compiles the framework-free kernels (tf_ops/carafe_cuda.cu) with a C ABI
+It compiles the framework-free kernels (keras_carafe/csrc/kernels/carafe_cuda.cu) with a C ABI
 shim, calls them through ctypes on PyTorch device memory, and:
 
 1. compares forward and both gradients, upsampling and downsampling, with the
@@ -38,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TF_OPS = HERE.parent
-REPO = TF_OPS.parent
+REPO = HERE.parent.parent
+KERNELS = REPO / "keras_carafe" / "csrc" / "kernels"
 sys.path.insert(0, str(REPO / "tests"))
 
 KINDS = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
@@ -150,8 +150,8 @@ def build(build_dir, arch, variants=()):
     build_dir.mkdir(parents=True, exist_ok=True)
     common = [nvcc, "-O3", "-Xcompiler", "-fPIC", "-lineinfo",
               f"-gencode=arch=compute_{arch},code=sm_{arch}",
-              f'-DKERAS_CARAFE_CUDA_ARCHS="sm_{arch}"']
-    kernels = str(TF_OPS / "carafe_cuda.cu")
+              f'-DKERAS_CARAFE_CUDA_ARCHS="sm_{arch}"', f"-I{KERNELS}"]
+    kernels = str(KERNELS / "carafe_cuda.cu")
     targets = {
         "library": common + ["-shared", str(HERE / "carafe_capi.cc"), kernels,
                              "-o", str(build_dir / "libcarafe_check.so")],

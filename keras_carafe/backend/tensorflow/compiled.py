@@ -1,10 +1,10 @@
-"""Calls into the compiled TensorFlow ops (built and loaded by keras_carafe.library)."""
+"""Calls into the compiled TensorFlow ops."""
 
-from keras_carafe.library import load
+from keras_carafe.backend.tensorflow import library
 
 
 def reassemble(geometry, features, kernels):
-    module = load.load().module
+    module = library.load().module
     if geometry.upsampling:
         return module.keras_carafe_reassemble(
             features, kernels, scale_factor=geometry.factor,

@@ -1,5 +1,4 @@
-"""The reassembly on the JAX backend: the portable path's tap sum, compiled as one XLA
-function.
+"""The portable path on JAX: its tap sum compiled as one XLA function.
 
 JAX runs everything through XLA, which fuses the tap sum. Called eagerly, it
 would dispatch (and compile) its ~100 operations one at a time; one

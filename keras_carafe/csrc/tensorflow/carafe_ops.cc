@@ -2,6 +2,7 @@
 // (CARAFE) and downsampling (CARAFE++), each with its gradient op.
 #include <string>
 
+#include "carafe_shapes.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -13,38 +14,24 @@ using ::tensorflow::shape_inference::DimensionHandle;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
-// `scale` output pixels per input pixel (upsampling) or one output pixel per
-// `stride` input pixels (downsampling); the other factor is 1.
-struct Attrs {
-  int64_t scale = 1;
-  int64_t stride = 1;
-  int64_t kernel_size;
-  int64_t groups;
-};
-
-Status ReadAttrs(InferenceContext* c, const char* factor_name, Attrs* attrs) {
+// Reads the attributes of an op whose factor is `factor_name` ("scale_factor"
+// or "stride") and checks them with the kernels' own rules.
+Status ReadAttrs(InferenceContext* c, const char* factor_name, Attributes* attrs) {
   int64_t factor;
   TF_RETURN_IF_ERROR(c->GetAttr(factor_name, &factor));
   TF_RETURN_IF_ERROR(c->GetAttr("kernel_size", &attrs->kernel_size));
   TF_RETURN_IF_ERROR(c->GetAttr("group_size", &attrs->groups));
-  if (factor < 1)
-    return tensorflow::errors::InvalidArgument(factor_name, " must be >= 1, got ", factor);
-  if (std::string(factor_name) == "stride") {
-    attrs->stride = factor;
-  } else {
-    attrs->scale = factor;
-  }
-  if (attrs->kernel_size < 1 || attrs->kernel_size % 2 == 0)
-    return tensorflow::errors::InvalidArgument("kernel_size must be odd and >= 1, got ",
-                                               attrs->kernel_size);
-  if (attrs->groups < 1)
-    return tensorflow::errors::InvalidArgument("group_size must be >= 1, got ", attrs->groups);
+  const bool up = std::string(factor_name) == "scale_factor";
+  attrs->scale = up ? factor : 1;
+  attrs->stride = up ? 1 : factor;
+  const std::string error = CheckAttributes(*attrs);
+  if (!error.empty()) return tensorflow::errors::InvalidArgument(error);
   return tensorflow::OkStatus();
 }
 
 // Output rows (columns) for `in` input rows (columns): in * scale, or
 // ceil(in / stride).
-Status OutputExtent(InferenceContext* c, DimensionHandle in, const Attrs& attrs,
+Status OutputExtent(InferenceContext* c, DimensionHandle in, const Attributes& attrs,
                     DimensionHandle* out) {
   if (attrs.stride == 1) return c->Multiply(in, attrs.scale, out);
   DimensionHandle padded;
@@ -55,7 +42,7 @@ Status OutputExtent(InferenceContext* c, DimensionHandle in, const Attrs& attrs,
 // Checks features against kernels and returns the output shape
 // (N, out_h, out_w, C); every known dimension is checked, unknown ones flow.
 Status ReassembledShape(InferenceContext* c, ShapeHandle features, ShapeHandle kernels,
-                        const Attrs& attrs, ShapeHandle* out) {
+                        const Attributes& attrs, ShapeHandle* out) {
   TF_RETURN_IF_ERROR(c->WithRank(features, 4, &features));
   TF_RETURN_IF_ERROR(c->WithRank(kernels, 4, &kernels));
   DimensionHandle batch, out_h, out_w, channels_per_group, kernel_channels;
@@ -75,7 +62,7 @@ Status ReassembledShape(InferenceContext* c, ShapeHandle features, ShapeHandle k
 
 template <const char* kFactor>
 Status ForwardShape(InferenceContext* c) {
-  Attrs attrs;
+  Attributes attrs;
   TF_RETURN_IF_ERROR(ReadAttrs(c, kFactor, &attrs));
   ShapeHandle out;
   TF_RETURN_IF_ERROR(ReassembledShape(c, c->input(0), c->input(1), attrs, &out));
@@ -85,7 +72,7 @@ Status ForwardShape(InferenceContext* c) {
 
 template <const char* kFactor>
 Status GradShape(InferenceContext* c) {
-  Attrs attrs;
+  Attributes attrs;
   TF_RETURN_IF_ERROR(ReadAttrs(c, kFactor, &attrs));
   ShapeHandle out, grad_output;
   TF_RETURN_IF_ERROR(ReassembledShape(c, c->input(1), c->input(2), attrs, &out));

@@ -6,7 +6,7 @@
 // returns nullptr on success or the error message.
 #include <cstdint>
 
-#include "../carafe_cuda.h"
+#include "carafe_cuda.h"
 
 namespace {
 
@@ -25,31 +25,32 @@ bool KindFromInt(int kind, keras_carafe::ScalarKind* out) {
 
 constexpr char kBadKind[] = "kind must be 0 (float32), 1 (float64), 2 (float16) or 3 (bfloat16)";
 
+const char* Run(keras_carafe::Map map, int kind, const int64_t* sizes, const void* first,
+                const void* second, void* result, void* stream) {
+  keras_carafe::ScalarKind k;
+  if (!KindFromInt(kind, &k)) return kBadKind;
+  return keras_carafe::cuda::Run(map, k, FromSizes(sizes), first, second, result, stream);
+}
+
 }  // namespace
 
 extern "C" {
 
 const char* carafe_forward(int kind, const int64_t* sizes, const void* features,
                            const void* kernels, void* output, void* stream) {
-  keras_carafe::ScalarKind k;
-  if (!KindFromInt(kind, &k)) return kBadKind;
-  return keras_carafe::cuda::Forward(k, FromSizes(sizes), features, kernels, output, stream);
+  return Run(keras_carafe::Map::kForward, kind, sizes, features, kernels, output, stream);
 }
 
 const char* carafe_backward_features(int kind, const int64_t* sizes, const void* grad_output,
                                      const void* kernels, void* grad_features, void* stream) {
-  keras_carafe::ScalarKind k;
-  if (!KindFromInt(kind, &k)) return kBadKind;
-  return keras_carafe::cuda::BackwardFeatures(k, FromSizes(sizes), grad_output, kernels,
-                                              grad_features, stream);
+  return Run(keras_carafe::Map::kFeaturesGrad, kind, sizes, grad_output, kernels,
+             grad_features, stream);
 }
 
 const char* carafe_backward_kernels(int kind, const int64_t* sizes, const void* grad_output,
                                     const void* features, void* grad_kernels, void* stream) {
-  keras_carafe::ScalarKind k;
-  if (!KindFromInt(kind, &k)) return kBadKind;
-  return keras_carafe::cuda::BackwardKernels(k, FromSizes(sizes), grad_output, features,
-                                             grad_kernels, stream);
+  return Run(keras_carafe::Map::kKernelsGrad, kind, sizes, grad_output, features,
+             grad_kernels, stream);
 }
 
 }  // extern "C"

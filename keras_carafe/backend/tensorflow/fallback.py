@@ -3,6 +3,8 @@ compiled op in TensorFlow graphs that XLA does not compile."""
 
 import tensorflow as tf
 
+from keras_carafe.ops import portable
+
 
 def reassemble(geometry, features, kernels):
     """CARAFE reassembly with standard TF ops (same contract as the compiled ops)."""
@@ -53,6 +55,12 @@ def _reassemble(geometry, features, kernels):
         # (N, H, W, s*s*G*k*k): the kernels of the s*s outputs of each input pixel.
         w = tf.nn.space_to_depth(w, geometry.factor)
     w = tf.reshape(w, [n, hc, wc, phases, g, k * k])
+    # Taps outside the image contribute nothing whatever their weight (see
+    # portable.inside_taps): an inf or NaN weight there would turn the padding's 0 into NaN.
+    height, width = (features.shape[axis] if features.shape[axis] is not None
+                     else tf.shape(features)[axis] for axis in (1, 2))
+    inside = tf.reshape(portable.inside_taps(geometry, height, width), [1, hc, wc, 1, g, k * k])
+    w = tf.where(inside, w, tf.zeros((), compute_dtype))
     out = tf.einsum("nhwpgq,nhwqgc->nhwpgc", w, patches)
     out = tf.reshape(out, [n, hc, wc, phases * c])
     if geometry.upsampling and geometry.factor > 1:

@@ -1,0 +1,53 @@
+"""The PyTorch backend: the compiled kernels as `torch.library` operators, and the portable
+path (see `keras_carafe.backend` for the contract)."""
+
+import torch
+
+from keras_carafe.backend.torch import compiled, library
+from keras_carafe.ops import implementation as names
+from keras_carafe.ops import portable
+
+NAME = "torch"
+IMPLEMENTATIONS = ("op", "portable")
+
+
+def _device_problem(loaded):
+    """Why the compiled kernels cannot run where Keras puts tensors, or None."""
+    if not torch.cuda.is_available():
+        return None
+    if "cuda" not in loaded.module.platforms:
+        return (f"Keras runs PyTorch on a GPU but the library has no CUDA kernels "
+                f"({loaded.report.cuda_skipped or 'built without CUDA'})")
+    if not loaded.cuda_usable:
+        return f"Keras runs PyTorch on a GPU but the CUDA kernels cannot run: {loaded.cuda_status}"
+    return None
+
+
+def _exporting():
+    return names.exporting() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+# torch.compile runs these once while it traces, and keeps their results:
+# they read the call stack, a context variable and the file system, which it
+# would otherwise have to trace through.
+@torch.compiler.assume_constant_result
+def choose(implementation):
+    if implementation == "portable" or _exporting():
+        return "portable"
+    return names.compiled_or(implementation, library.load, _device_problem, "portable",
+                             "the portable path")
+
+
+@torch.compiler.assume_constant_result
+def export_format():
+    return names.export_format()
+
+
+def reassemble(chosen, geometry, features, kernels, shapes_known):
+    if chosen == "op":
+        return compiled.reassemble(geometry, features, kernels)
+    return portable.reassemble(geometry, features, kernels)
+
+
+def supports_jit(implementation):
+    return True
