@@ -1,21 +1,36 @@
-"""The README's Python examples run as written."""
+"""The Python examples of the README and of the pages in docs/ run as written."""
 
 import pathlib
 import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+REPO = pathlib.Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _examples(page):
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+EXAMPLES = _examples(README)
+ALL_EXAMPLES = [(page, source) for page in PAGES for source in _examples(page)]
 
 
 def test_readme_has_examples():
     assert EXAMPLES
 
 
-@pytest.mark.parametrize("source", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
-def test_readme_example_runs(source):
-    exec(compile(source, str(README), "exec"), {})
+def test_the_segmentation_page_has_an_example():
+    assert _examples(REPO / "docs" / "segmentation.md")
+
+
+@pytest.mark.parametrize("page, source", ALL_EXAMPLES,
+                         ids=[f"{page.stem}-example{i}" for i, (page, _) in
+                              enumerate(ALL_EXAMPLES)])
+def test_example_runs(page, source):
+    exec(compile(source, str(page), "exec"), {})
 
 
 def test_readme_fpn_example_upsamples_with_carafe():
