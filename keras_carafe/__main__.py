@@ -1,4 +1,4 @@
-"""Command line: `python -m keras_carafe {demo,build,bench,bench-family} ...`."""
+"""Command line: `python -m keras_carafe {segment,demo,build,bench,bench-family} ...`."""
 
 import argparse
 import importlib.util
@@ -138,11 +138,26 @@ def _demo(args):
     return demo.run(args)
 
 
+def _segment(args):
+    from keras_carafe import segment
+
+    return segment.run(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m keras_carafe",
-        description="CARAFE upsampling for Keras 3: demo, op build and benchmark.")
+        description="CARAFE upsampling for Keras 3: segmentation benchmark, demo, op build "
+                    "and benchmark.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    segment_parser = commands.add_parser(
+        "segment", help="train a segmentation network with each upsampler and seed, and "
+                        "compare them with intervals")
+    from keras_carafe import segment
+
+    segment.add_arguments(segment_parser)
+    segment_parser.set_defaults(handler=_segment)
 
     demo_parser = commands.add_parser(
         "demo", help="train one network with each upsampler on a real task and compare them")

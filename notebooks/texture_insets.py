@@ -10,22 +10,7 @@ come from disjoint halves of every source photograph.
 import numpy as np
 
 from keras_carafe.demo.data import load_image
-
-TEXTURES = ("brick", "grass", "gravel")
-BACKGROUND = "moon"
-SPLITS = ("train", "held_out")
-
-
-def _source_region(image, split):
-    # Left halves train, right halves are held out: no source pixel is shared.
-    half = image.shape[1] // 2
-    return image[:, :half] if split == "train" else image[:, half:]
-
-
-def _random_crop(image, size, rng):
-    top = rng.integers(0, image.shape[0] - size + 1)
-    left = rng.integers(0, image.shape[1] - size + 1)
-    return np.rot90(image[top:top + size, left:left + size], k=rng.integers(4))
+from keras_carafe.demo.textures import BACKGROUND, SPLITS, TEXTURES, random_crop, source_region
 
 
 def inset_images(count, rng, split="train", size=64, inset=24, textures=TEXTURES,
@@ -51,14 +36,14 @@ def inset_images(count, rng, split="train", size=64, inset=24, textures=TEXTURES
         raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
     if not 0 < inset < size:
         raise ValueError(f"`inset` must be between 1 and size - 1 ({size - 1}), got {inset}")
-    sources = [_source_region(load_image(name), split) for name in textures]
-    ground = _source_region(load_image(background), split)
+    sources = [source_region(load_image(name), split) for name in textures]
+    ground = source_region(load_image(background), split)
     images = np.empty((count, size, size), np.float32)
     masks = np.zeros((count, size, size), bool)
     labels = rng.integers(0, len(textures), size=count).astype(np.int32)
     for i, label in enumerate(labels):
-        images[i] = _random_crop(ground, size, rng)
+        images[i] = random_crop(ground, size, rng)
         top, left = rng.integers(0, size - inset + 1, size=2)
-        images[i, top:top + inset, left:left + inset] = _random_crop(sources[label], inset, rng)
+        images[i, top:top + inset, left:left + inset] = random_crop(sources[label], inset, rng)
         masks[i, top:top + inset, left:left + inset] = True
     return images[..., None], labels, masks

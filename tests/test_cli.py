@@ -1,4 +1,4 @@
-"""The command line: `python -m keras_carafe build | bench`."""
+"""The command line: `python -m keras_carafe build | bench` (and every command's help)."""
 
 import json
 import os
@@ -62,7 +62,7 @@ def test_bench_rejects_a_malformed_shape(tmp_path):
     assert "a shape is N,H,W,C,factor,kernel_size,groups (7 integers >= 1), got '1,2,3'" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["build", "bench", "demo"])
+@pytest.mark.parametrize("command", ["build", "bench", "demo", "segment"])
 def test_every_command_documents_itself(tmp_path, command):
     result = _run([command, "--help"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -15,7 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_learned_kernels.ipynb",
-             "03_attribution_tf_keras_vis.ipynb", "04_carafe_plus_plus.ipynb"]
+             "03_attribution_tf_keras_vis.ipynb", "04_carafe_plus_plus.ipynb",
+             "05_segmentation.ipynb"]
 KERNEL_NAME = "keras-carafe-tests"
 MAX_STORED_BYTES = 2 * 1024 * 1024
 

@@ -1,7 +1,8 @@
 """Sub-pixel convolution upsampling (Shi et al., CVPR 2016)."""
 
 import keras
-import tensorflow as tf
+
+from keras_carafe.ops.pixel_shuffle import depth_to_space
 
 
 @keras.saving.register_keras_serializable(package="keras_carafe_demo")
@@ -41,7 +42,8 @@ class PixelShuffle(keras.layers.Layer):
         self.conv.build(input_shape)
 
     def call(self, inputs):
-        return tf.nn.depth_to_space(self.conv(inputs), self.scale_factor)
+        # keras.ops only (TensorFlow's channel order), so the layer runs on every backend.
+        return depth_to_space(self.conv(inputs), self.scale_factor)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

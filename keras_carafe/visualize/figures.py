@@ -329,3 +329,107 @@ def plot_curves(curves, xlabel, ylabel, levels=None, xscale="linear", title=None
     if title:
         ax.set_title(title, fontsize=10)
     return fig
+
+
+def _over_image(ax, values, image_shape, **kwargs):
+    """Shows a map of a coarser grid stretched over an `(H, W)` image's pixels."""
+    h, w = image_shape[:2]
+    ax.imshow(values, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest",
+              **kwargs)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
+def plot_kernel_maps(images, entropies, kernel_sizes, title=None, panel_size=1.9):
+    """Kernel-entropy maps of several reassembly layers for a batch of images.
+
+    One row per image: the image, then one map per layer (the entropy of the
+    kernel at each of the layer's output pixels, stretched over the image),
+    on a scale from 0 (one tap takes all the weight) to `log(k*k)` (uniform).
+
+    Args:
+        images: list of `(H, W)` arrays in [0, 1].
+        entropies: dict from a layer name to a list (one per image) of
+            `(OH, OW)` arrays, e.g. `kernel_entropy` of the layer's kernels.
+        kernel_sizes: dict from a layer name to its `k`.
+        title: optional figure title.
+        panel_size: inches per panel.
+
+    Returns:
+        Figure with `len(images) * (1 + len(entropies))` axes.
+    """
+    names = list(entropies)
+    columns = 1 + len(names)
+    fig, axes = _grid(len(images) * columns, columns, panel_size)
+    for r, image in enumerate(images):
+        _show_image(axes[r * columns], image)
+        if r == 0:
+            axes[0].set_title("input", fontsize=8)
+        for c, name in enumerate(names, start=1):
+            ax = axes[r * columns + c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            _over_image(ax, entropies[name][r], np.shape(image), cmap="magma", vmin=0.0,
+                        vmax=np.log(kernel_sizes[name] ** 2))
+            if r == 0:
+                ax.set_title(f"{name}\nentropy 0..{np.log(kernel_sizes[name] ** 2):.2f}",
+                             fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_spread(images, points, maps, point_stride, map_stride, masks=None, captions=None,
+                title=None, panel_size=2.0):
+    """Where the composed weights of points on a coarse level land, drawn on the input.
+
+    One row per point: the input with the point (a cross at the centre of
+    its cell) and, if given, the outline of its mask; then one panel per
+    map, the map stretched over the input pixels it covers.
+
+    Args:
+        images: list of `(H, W)` arrays in [0, 1], one per row.
+        points: list of `(row, col)` on the coarse level, one per row.
+        maps: dict from a name (e.g. "CARAFE", "bilinear") to a list, one
+            per row, of `(H / map_stride, W / map_stride)` weight arrays, e.g.
+            from `spread_kernels`.
+        point_stride: the coarse level's stride relative to the input.
+        map_stride: the maps' stride relative to the input.
+        masks: optional list of boolean `(H, W)` arrays (e.g. each point's
+            object), outlined in every panel.
+        captions: optional dict from a map name to a list of strings (one
+            per row) shown under its panels.
+        title: optional figure title.
+        panel_size: inches per panel.
+
+    Returns:
+        Figure with `len(points) * (1 + len(maps))` axes.
+    """
+    names = list(maps)
+    columns = 1 + len(names)
+    fig, axes = _grid(len(points) * columns, columns, panel_size)
+    for r, (image, point) in enumerate(zip(images, points)):
+        y, x = ((p + 0.5) * point_stride - 0.5 for p in point)
+        row_axes = axes[r * columns:(r + 1) * columns]
+        _show_image(row_axes[0], image)
+        row_axes[0].set_xlabel(f"point ({point[0]}, {point[1]})", fontsize=7)
+        for c, ax in enumerate(row_axes):
+            if c:
+                _show_image(ax, image)
+                weights = np.asarray(maps[names[c - 1]][r], np.float64)
+                shown = np.ma.masked_less_equal(weights, weights.max() * 1e-3)
+                _over_image(ax, shown, np.shape(image), cmap="inferno", alpha=0.7,
+                            vmin=0.0, vmax=weights.max())
+                if captions and names[c - 1] in captions:
+                    ax.set_xlabel(captions[names[c - 1]][r], fontsize=7)
+                if r == 0:
+                    ax.set_title(names[c - 1], fontsize=8)
+            if masks is not None and np.any(masks[r]):
+                ax.contour(np.asarray(masks[r], float), levels=[0.5], colors="cyan",
+                           linewidths=0.7)
+            ax.plot(x, y, "+", color="lime", ms=9, mew=1.6)
+    if points:
+        axes[0].set_title("input, point", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

@@ -71,8 +71,20 @@ def bilinear_kernels(scale_factor, kernel_size=3):
     return np.einsum("ay,bx->abyx", weights_1d, weights_1d)
 
 
-def bilinear_kernel_map(height, width, scale_factor, kernel_size=3):
+def bilinear_kernel_map(height, width, scale_factor, kernel_size=3, clamp_border=False):
     """Bilinear upsampling's kernels for every output pixel of a `(height, width)` input.
+
+    Args:
+        height: the input's height.
+        width: the input's width.
+        scale_factor: int `s >= 1`.
+        kernel_size: odd int `k >= 3`.
+        clamp_border: False gives the interior kernels everywhere, so that
+            at the border some weight falls outside the input (on the zero
+            padding of a CARAFE reassembly); True moves that weight onto the
+            edge pixel, as bilinear resizing (Keras `UpSampling2D`,
+            `tf.image.resize`) does, so that reassembling with these kernels
+            is exactly that upsampling.
 
     Returns:
         Array `(height*s, width*s, k, k)` in the CARAFE layout.
@@ -81,7 +93,20 @@ def bilinear_kernel_map(height, width, scale_factor, kernel_size=3):
     phases = bilinear_kernels(s, kernel_size)
     rows = np.arange(height * s) % s
     cols = np.arange(width * s) % s
-    return phases[rows[:, None], cols[None, :]]
+    kernels = phases[rows[:, None], cols[None, :]]
+    if clamp_border:
+        r = (kernel_size - 1) // 2
+        kernels = kernels.copy()
+        # Bilinear reads at most one pixel on either side of the source pixel.
+        for axis, size in ((-2, height), (-1, width)):
+            first = np.arange(size * s) // s == 0
+            last = np.arange(size * s) // s == size - 1
+            view = np.moveaxis(kernels, (axis - 2, axis), (0, 1))
+            view[first, r] += view[first, r - 1]
+            view[first, r - 1] = 0.0
+            view[last, r] += view[last, r + 1]
+            view[last, r + 1] = 0.0
+    return kernels
 
 
 def average_pooling_kernel(stride, kernel_size):
@@ -149,6 +174,15 @@ def compose_kernels(kernels, scale_factors, pixel):
     Returns:
         Array `(H_0, W_0)` over the first layer's input.
     """
+    _check_chain(kernels, scale_factors)
+    weights = np.zeros(kernels[-1].shape[:2])
+    weights[pixel] = 1.0
+    for layer_kernels, s in zip(reversed(kernels), reversed(scale_factors)):
+        weights = _pull_back(weights, np.asarray(layer_kernels, np.float64), s)
+    return weights
+
+
+def _check_chain(kernels, scale_factors):
     if len(kernels) != len(scale_factors):
         raise ValueError(
             f"got {len(kernels)} kernel arrays but {len(scale_factors)} scale factors")
@@ -157,11 +191,102 @@ def compose_kernels(kernels, scale_factors, pixel):
             raise ValueError(
                 f"a layer's output {lower.shape[:2]} does not feed the next layer's "
                 f"kernels {upper.shape[:2]} at scale {s}")
-    weights = np.zeros(kernels[-1].shape[:2])
-    weights[pixel] = 1.0
+
+
+def _push_forward(values, kernels, scale_factor):
+    """Reassembles `(H, W, P)` values with a layer's kernels: the layer's own forward pass."""
+    s = scale_factor
+    k = kernels.shape[-1]
+    r = (k - 1) // 2
+    # Zero padding, as in the layer: weight on taps outside the input is lost.
+    padded = np.pad(values, ((r, r), (r, r), (0, 0)))
+    rows = (np.arange(kernels.shape[0]) // s)[:, None]
+    cols = (np.arange(kernels.shape[1]) // s)[None, :]
+    out = np.zeros(kernels.shape[:2] + values.shape[2:])
+    for ky in range(k):
+        for kx in range(k):
+            out += kernels[:, :, ky, kx, None] * padded[rows + ky, cols + kx]
+    return out
+
+
+def spread_kernels(kernels, scale_factors, pixels):
+    """Where single input pixels of stacked CARAFE layers end up in the last layer's output.
+
+    The transpose of `compose_kernels`: for a pixel `p` of the first layer's
+    input, the weight with which every output pixel of the last layer reads
+    `p` through all the layers' kernels (their composed reassembly weights,
+    seen from the input side). This is where the content of a point on a
+    coarse feature level lands after several upsamplings; `spread[q]` equals
+    `compose_kernels(kernels, scale_factors, q)[p]` for every output pixel `q`.
+
+    Args:
+        kernels: list of arrays as in `compose_kernels`, the first layer's
+            first.
+        scale_factors: list of ints, the layers' scale factors.
+        pixels: list of `(row, col)` pixels of the first layer's input.
+
+    Returns:
+        Array `(len(pixels), H_L, W_L)` over the last layer's output.
+    """
+    kernels = [np.asarray(k, np.float64) for k in kernels]
+    _check_chain(kernels, scale_factors)
+    in_h, in_w = kernels[0].shape[0] // scale_factors[0], kernels[0].shape[1] // scale_factors[0]
+    values = np.zeros((in_h, in_w, len(pixels)))
+    for i, (row, col) in enumerate(pixels):
+        if not (0 <= row < in_h and 0 <= col < in_w):
+            raise ValueError(f"pixel {(row, col)} lies outside the first layer's "
+                             f"{in_h}x{in_w} input")
+        values[row, col, i] = 1.0
+    for layer_kernels, s in zip(kernels, scale_factors):
+        values = _push_forward(values, layer_kernels, s)
+    return np.moveaxis(values, -1, 0)
+
+
+def _pull_back_maps(values, kernels, scale_factor):
+    """The transpose of `_push_forward`: `(OH, OW, P)` values on a layer's output to its input."""
+    s = scale_factor
+    k = kernels.shape[-1]
+    r = (k - 1) // 2
+    out_h, out_w = kernels.shape[:2]
+    in_h, in_w = out_h // s, out_w // s
+    padded = np.zeros((in_h + 2 * r, in_w + 2 * r) + values.shape[2:])
+    for ky in range(k):
+        for kx in range(k):
+            # The s x s output pixels of one source pixel read the same window.
+            read = (kernels[:, :, ky, kx, None] * values).reshape(in_h, s, in_w, s, -1)
+            padded[ky:ky + in_h, kx:kx + in_w] += read.sum(axis=(1, 3))
+    return padded[r:r + in_h, r:r + in_w]
+
+
+def spread_weight_on(kernels, scale_factors, maps):
+    """For every input pixel of stacked CARAFE layers, its spread weighted by each map.
+
+    `spread_weight_on(kernels, factors, maps)[i][p]` equals
+    `(spread_kernels(kernels, factors, [p])[0] * maps[i]).sum()`: how much of
+    pixel `p`'s content reaches the last layer's output where `maps[i]`
+    says (a mask of an object, or all ones for the total). One pass through
+    the layers serves every input pixel at once.
+
+    Args:
+        kernels: list of arrays as in `compose_kernels`, the first layer's
+            first.
+        scale_factors: list of ints, the layers' scale factors.
+        maps: array `(P, H_L, W_L)` over the last layer's output.
+
+    Returns:
+        Array `(P, H_0, W_0)` over the first layer's input.
+    """
+    kernels = [np.asarray(k, np.float64) for k in kernels]
+    _check_chain(kernels, scale_factors)
+    maps = np.asarray(maps, np.float64)
+    if maps.ndim != 3 or maps.shape[1:] != kernels[-1].shape[:2]:
+        raise ValueError(f"`maps` must be (P, {kernels[-1].shape[0]}, "
+                         f"{kernels[-1].shape[1]}) over the last layer's output, got "
+                         f"{maps.shape}")
+    values = np.moveaxis(maps, 0, -1)
     for layer_kernels, s in zip(reversed(kernels), reversed(scale_factors)):
-        weights = _pull_back(weights, np.asarray(layer_kernels, np.float64), s)
-    return weights
+        values = _pull_back_maps(values, layer_kernels, s)
+    return np.moveaxis(values, -1, 0)
 
 
 def _check_geometry(scale_factor=1, stride=1):
