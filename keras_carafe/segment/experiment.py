@@ -8,7 +8,7 @@ import time
 import keras
 
 from keras_carafe import CARAFEDownsample, visualize
-from keras_carafe.demo.costs import upsampler_flops
+from keras_carafe.demo.upsampler_flops import upsampler_flops
 from keras_carafe.segment import datasets, figures, metrics, network, report, sampling, training
 from keras_carafe.segment.config import UPSAMPLER_OF
 
