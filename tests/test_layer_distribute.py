@@ -133,14 +133,19 @@ def test_multi_worker_training_with_the_op_matches_one_worker_on_the_global_batc
         processes.append(subprocess.Popen(
             [sys.executable, "-c", WORKER], env={**env, "TF_CONFIG": json.dumps(config)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    # Both workers must run to the end: each waits for the other at every collective,
+    # so one is killed only when the cluster as a whole has run out of time.
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=600))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     reports = []
-    for process in processes:
-        try:
-            stdout, stderr = process.communicate(timeout=600)
-        finally:
-            for other in processes:
-                if other.poll() is None:
-                    other.kill()
+    for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-4000:]
         reports.append(json.loads(stdout.strip().splitlines()[-1]))
     single = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True,
