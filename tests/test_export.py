@@ -126,6 +126,60 @@ def test_openvino_export_runs_in_openvino(tmp_path, rng, config):
            lambda x: compiled(x)[0])
 
 
+def _static_model(config):
+    """The model of `config` for inputs of one fixed size (the export leaves the batch open)."""
+    data_format = config.get("data_format", "channels_last")
+    shape = (CHANNELS, 12, 10) if data_format == "channels_first" else (12, 10, CHANNELS)
+    inputs = keras.Input(shape)
+    layer = CARAFEDownsample if "stride" in config else CARAFE
+    x = layer(compressed_channels=4, encoder_kernel_initializer="glorot_uniform", **config)(
+        inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1, data_format=data_format)(x))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_static_shape_litert_export_holds_rank_4_tensors_and_no_shape_arithmetic(
+        tmp_path, config):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _static_model(CONFIGS[config]).export(tmp_path / "model.tflite", format="litert",
+                                          verbose=False)
+    interpreter = Interpreter(model_path=str(tmp_path / "model.tflite"))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert not ops & {"SHAPE", "PACK", "GATHER", "TRANSPOSE"} - (
+        {"TRANSPOSE"} if "channels_first" in config else set()), ops
+    ranks = {len(t["shape_signature"]) for t in interpreter.get_tensor_details()}
+    assert max(ranks) <= 4, ranks
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_static_shape_onnx_export_holds_rank_4_tensors_and_no_shape_arithmetic(
+        tmp_path, config):
+    import onnx
+
+    model = _static_model(CONFIGS[config])
+    model(np.zeros((1, *model.input_shape[1:]), "float32"))  # ONNX export needs a call
+    model.export(tmp_path / "model.onnx", format="onnx", verbose=False)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(tmp_path / "model.onnx")).graph
+    op_types = {node.op_type for node in graph.node}
+    assert not op_types & {"Shape", "Gather", "Range"}, op_types
+    if "channels_first" not in config:
+        # The only transposes are the layout changes that tf2onnx puts around the
+        # channels-last convolutions (ONNX's are channels-first).
+        produced_by = {out: node.op_type for node in graph.node for out in node.output}
+        consumed_by = {}
+        for node in graph.node:
+            for name in node.input:
+                consumed_by.setdefault(name, set()).add(node.op_type)
+        for node in graph.node:
+            if node.op_type == "Transpose":
+                assert (produced_by.get(node.input[0]) == "Conv"
+                        or consumed_by.get(node.output[0]) == {"Conv"}), node.name
+    ranks = {len(v.type.tensor_type.shape.dim)
+             for v in [*graph.value_info, *graph.input, *graph.output]}
+    assert max(ranks) <= 4, ranks
+
+
 _SERVE_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf

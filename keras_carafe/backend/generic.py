@@ -3,8 +3,8 @@ path only."""
 
 import keras
 
-from keras_carafe.ops import portable, portable_similarity
-from keras_carafe.ops.implementation import export_format  # noqa: F401
+from keras_carafe.ops import export_formulation, portable, portable_similarity
+from keras_carafe.ops.implementation import export_format, exporting
 
 NAME = keras.backend.backend()
 IMPLEMENTATIONS = ("portable",)
@@ -15,6 +15,9 @@ def choose(implementation):
 
 
 def reassemble(chosen, geometry, features, kernels, shapes_known):
+    if exporting():
+        return export_formulation.reassemble(
+            geometry, features, kernels, export_formulation.formulation_for(export_format()))
     return portable.reassemble(geometry, features, kernels)
 
 

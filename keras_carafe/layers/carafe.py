@@ -88,10 +88,16 @@ class CARAFE(ReassemblyLayer):
             s * s * self.group_size * k * k, self.encoder_kernel_size, padding="same",
             dilation_rate=self.encoder_dilation, **self._encoder_settings())
 
+    def _geometry(self):
+        return validation.upsampling(self.scale_factor, self.kernel_size, self.group_size)
+
+    def _cell_logits(self, x):
+        # The encoder predicts the s*s sub-pixel kernels of each input pixel.
+        return self.encoder(self.compressor(x))
+
     def _kernel_logits(self, x):
-        # The encoder predicts the s*s sub-pixel kernels of each input pixel;
-        # the pixel shuffle puts them at their output pixels.
-        return depth_to_space(self.encoder(self.compressor(x)), self.scale_factor)
+        # The pixel shuffle puts the sub-pixel kernels at their output pixels.
+        return depth_to_space(self._cell_logits(x), self.scale_factor)
 
     def _reassemble(self, x, kernels):
         return carafe(x, kernels, scale_factor=self.scale_factor, kernel_size=self.kernel_size,

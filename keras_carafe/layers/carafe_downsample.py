@@ -93,6 +93,13 @@ class CARAFEDownsample(ReassemblyLayer):
             self.group_size * k * k, self.encoder_kernel_size, strides=self.stride,
             padding="valid", **self._encoder_settings())
 
+    def _geometry(self):
+        return validation.downsampling(self.stride, self.kernel_size, self.group_size)
+
+    def _cell_logits(self, x):
+        # One output pixel per cell: the kernels are at cell resolution already.
+        return self._kernel_logits(x)
+
     def _kernel_logits(self, x):
         pad = (self.encoder_kernel_size - 1) // 2
         compressed = self.compressor(x)

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_carafe import backend
+from keras_carafe.ops import export_formulation
 from keras_carafe.ops import implementation as impl
 from keras_carafe.ops import validation
 
@@ -41,8 +42,10 @@ class ReassemblyLayer(keras.layers.Layer):
     """Base of `CARAFE` and `CARAFEDownsample`; not a layer of its own.
 
     A subclass creates `self.encoder` (with `self._encoder_settings()`) and
-    implements `_kernel_logits` (encoder output at the output resolution,
-    `(N, OH, OW, G*k*k)`), `_reassemble`, `_output_size` and `cost`.
+    implements `_geometry`, `_cell_logits` (the encoder's output at cell
+    resolution, `(N, Hc, Wc, phases*G*k*k)`), `_kernel_logits` (the same at
+    the output resolution, `(N, OH, OW, G*k*k)`), `_reassemble`,
+    `_output_size` and `cost`.
     """
 
     def __init__(
@@ -161,17 +164,36 @@ class ReassemblyLayer(keras.layers.Layer):
         if target == "litert" and dtype != "float32":
             reason = ("LiteRT's builtin operators run its convolutions and the reassembly in "
                       "float32 only (anything else needs the Flex delegate); export a float32 "
-                      "copy of the model and quantize it with the converter's options instead")
+                      "copy of the model and quantize that instead "
+                      "(keras_carafe.quantization.export_int8)")
         elif target == "onnx" and dtype == "bfloat16":
             reason = "ONNX convolutions take float16, float32 or float64, not bfloat16"
         if reason:
             raise ValueError(f"{type(self).__name__} layer {self.name!r} cannot be exported to "
                              f"{target}: it computes in {dtype} and {reason}.")
 
+    def _exported_reassembly(self, x, formulation):
+        """The layer's output for exported graphs (`keras_carafe.ops.export_formulation`):
+        the kernels normalized and used at cell resolution, with no pixel shuffle
+        before the reassembly and its inverse inside it."""
+        geometry = self._geometry()
+        dtype = validation.dtype_name(x)
+        logits = self._cell_logits(x)
+        if dtype not in ("float32", "float64"):
+            logits = ops.cast(logits, "float32")
+        weights = export_formulation.normalize(logits, geometry)
+        # Softmax weights are finite: taps outside the image multiply zero padding.
+        return export_formulation.reassemble_cells(geometry, x, weights, formulation, mask=False)
+
     def call(self, inputs):
         self._check_export_format()
         x = self._to_channels_last(inputs)
-        return self._from_channels_last(self._reassemble(x, self._normalized_kernels(x)))
+        target = backend.current().export_format()
+        if target is not None or impl.portable_forced():
+            y = self._exported_reassembly(x, export_formulation.formulation_for(target))
+        else:
+            y = self._reassemble(x, self._normalized_kernels(x))
+        return self._from_channels_last(y)
 
     def compute_kernels(self, inputs):
         """The normalized reassembly kernels as (N, OH, OW, G, k, k), for inspection.

@@ -123,7 +123,8 @@ def check_export_format(layer):
     if target == "litert" and dtype != "float32":
         reason = ("LiteRT's builtin operators run its convolutions and the reassembly in "
                   "float32 only (anything else needs the Flex delegate); export a float32 "
-                  "copy of the model and quantize it with the converter's options instead")
+                  "copy of the model and quantize that instead "
+                  "(keras_carafe.quantization.export_int8)")
     elif target == "onnx" and dtype == "bfloat16":
         reason = "ONNX convolutions take float16, float32 or float64, not bfloat16"
     if reason:

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from keras_carafe.backend.tensorflow import checks, compiled, fallback
 from keras_carafe.backend.tensorflow.choice import choose, export_format, in_xla_context
-from keras_carafe.ops import portable, portable_similarity
+from keras_carafe.ops import export_formulation, portable, portable_similarity
+from keras_carafe.ops import implementation as names
 
 NAME = "tensorflow"
 IMPLEMENTATIONS = ("op", "fallback", "portable")
@@ -23,6 +24,9 @@ def reassemble(chosen, geometry, features, kernels, shapes_known):
         return compiled.reassemble(geometry, features, kernels)
     if chosen == "fallback":
         run = fallback.reassemble
+    elif export_format() is not None or names.portable_forced():
+        run = functools.partial(export_formulation.reassemble,
+                                formulation=export_formulation.formulation_for(export_format()))
     else:
         # XLA fuses the portable path's tap sum; graphs run op by op prefer patches.
         run = functools.partial(portable.reassemble, fused=in_xla_context())

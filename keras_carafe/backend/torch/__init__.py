@@ -5,7 +5,7 @@ import torch
 
 from keras_carafe.backend.torch import compiled, library
 from keras_carafe.ops import implementation as names
-from keras_carafe.ops import portable, portable_similarity
+from keras_carafe.ops import export_formulation, portable, portable_similarity
 
 NAME = "torch"
 IMPLEMENTATIONS = ("op", "portable")
@@ -43,9 +43,18 @@ def export_format():
     return names.export_format()
 
 
+@torch.compiler.assume_constant_result
+def _export_formulation():
+    """The export formulation while a graph is exported, else "" (see `choose`)."""
+    return export_formulation.formulation_for(names.export_format()) if _exporting() else ""
+
+
 def reassemble(chosen, geometry, features, kernels, shapes_known):
     if chosen == "op":
         return compiled.reassemble(geometry, features, kernels)
+    formulation = _export_formulation()
+    if formulation:
+        return export_formulation.reassemble(geometry, features, kernels, formulation)
     return portable.reassemble(geometry, features, kernels)
 
 

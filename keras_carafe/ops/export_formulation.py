@@ -1,0 +1,262 @@
+"""The reassembly as exported graphs hold it: rank 4 at most, no shape arithmetic.
+
+While a model is exported (`model.export`, `force_portable()`, `torch.onnx`)
+the layers and ops build the reassembly from the functions here instead of
+the portable path's, because edge runtimes and their delegates handle rank-4
+tensors best (many NPU and GPU delegates nothing else), and split a graph
+into partitions at every operation they cannot take:
+
+- every tensor has rank 4 or less, the pixel shuffles included (slices,
+  reshapes and concatenations, no transpose);
+- reshapes name the batch as -1 and every other size as a number when the
+  traced shapes are static (exports always leave the batch open), so a
+  static-shape export holds no Shape operation; symbolic sizes keep dynamic
+  shapes working;
+- nothing of the size of the `k * k` patches is transposed.
+
+Everything runs at *cell* resolution (`geometry`): the kernels stay in the
+channel order in which the CARAFE encoder predicts them, `(phase, group,
+tap)`, and only the result is pixel-shuffled. Four formulations of the sum
+over taps, compared in each runtime by `benchmarks/export_formulations.py`:
+
+- "tap_sum": per phase, group and tap, a window of the padded features times
+  its weight, summed: `k * k` multiply-adds per output element and nothing
+  more, in many small operations;
+- "tap_outer": per group and tap, the window times the tap's weights of all
+  phases at once, `(N, cells, 1, C/G) * (N, cells, phases, 1)`, summed: the
+  same arithmetic in `phases` times fewer, larger operations;
+- "patches_matmul": the windows concatenated along channels, then one
+  batched matmul per group, `(cells, phases, k*k) x (cells, k*k, C/G)`;
+- "one_hot_conv": the windows gathered by a depthwise convolution with
+  one-hot filters, then a matmul per group (its output, phases last, is
+  transposed back for upsampling).
+
+`FORMULATION` maps each format to the one measured fastest there.
+"""
+
+import contextlib
+import contextvars
+
+import numpy as np
+from keras import ops
+
+from keras_carafe.ops import portable
+from keras_carafe.ops.validation import dtype_name
+
+FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv")
+
+# Measured with benchmarks/export_formulations.py (docs/deployment.md).
+FORMULATION = {"onnx": "patches_matmul", "litert": "patches_matmul",
+               "openvino": "patches_matmul", "tf_saved_model": "patches_matmul", None:
+               "patches_matmul"}
+
+_override = contextvars.ContextVar("keras_carafe_export_formulation", default=None)
+
+
+@contextlib.contextmanager
+def using(formulation):
+    """Makes the export path use `formulation` inside the block (for measurements)."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"`formulation` must be one of {FORMULATIONS}, got {formulation!r}")
+    token = _override.set(formulation)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def formulation_for(target):
+    """The formulation used for the export format `target` (or None: not a Keras format)."""
+    return _override.get() or FORMULATION.get(target, FORMULATION[None])
+
+
+def _size(x, axis):
+    """`x.shape[axis]` as an int where it is static, else a scalar tensor."""
+    size = x.shape[axis]
+    return size if isinstance(size, int) else ops.shape(x)[axis]
+
+
+def depth_to_space(x, block_size):
+    """(N, H, W, s*s*C') -> (N, H*s, W*s, C') in TensorFlow's channel order, in rank 4.
+
+    Output row `h*s + i` holds channels `[i*s*C', (i+1)*s*C')` of input row
+    `h`, which in memory are its `W*s` pixels already; the `s` rows are then
+    put side by side along the width, which in memory is the output.
+    """
+    s = block_size
+    if s == 1:
+        return x
+    h, w, c = _size(x, 1), _size(x, 2), x.shape[3] // (s * s)
+    rows = [ops.reshape(x[..., i * s * c:(i + 1) * s * c], (-1, h, w * s, c)) for i in range(s)]
+    return ops.reshape(ops.concatenate(rows, axis=2), (-1, h * s, w * s, c))
+
+
+def space_to_depth(x, block_size):
+    """(N, H*s, W*s, C') -> (N, H, W, s*s*C'), the inverse of `depth_to_space`, in rank 4."""
+    s = block_size
+    if s == 1:
+        return x
+    h, w, c = _size(x, 1) // s, _size(x, 2) // s, x.shape[3]
+    rows = ops.reshape(x, (-1, h, s * w * s, c))
+    phases = [ops.reshape(rows[:, :, i * w * s:(i + 1) * w * s, :], (-1, h, w, s * c))
+              for i in range(s)]
+    return ops.concatenate(phases, axis=-1)
+
+
+def normalize(logits, geometry):
+    """Softmax over the taps of cell logits (N, Hc, Wc, phases*G*k*k), in rank 4."""
+    taps = geometry.taps
+    if taps == 1:
+        return ops.ones_like(logits)
+    h, w, channels = _size(logits, 1), _size(logits, 2), logits.shape[3]
+    groups = ops.reshape(logits, (-1, h, w * (channels // taps), taps))
+    return ops.reshape(ops.softmax(groups, axis=-1), (-1, h, w, channels))
+
+
+def _padded(features, geometry):
+    """The features with `r` zeros on every side, padded as (N, H, W*C).
+
+    tf2onnx writes a channels-last convolution as a Transpose around a
+    channels-first Conv, and its optimizer pushes that Transpose through every
+    layout-neutral operation that follows: through a rank-4 pad and the window
+    slices it lands on the patches, `k * k` times the size of the features.
+    It does not cross a reshape.
+    """
+    r = geometry.radius
+    if r == 0:
+        return features
+    h, w, c = _size(features, 1), _size(features, 2), features.shape[3]
+    rows = ops.pad(ops.reshape(features, (-1, h, w * c)), ((0, 0), (r, r), (r * c, r * c)))
+    return ops.reshape(rows, (-1, h + 2 * r, w + 2 * r, c))
+
+
+def _windows(features, geometry):
+    """The zero-padded features' windows, one per tap, each (N, Hc, Wc, C)."""
+    return [window for _, window in portable._windows(_padded(features, geometry), geometry)]
+
+
+def _tap_sum(features, weights, geometry):
+    g, taps = geometry.group_size, geometry.taps
+    c = features.shape[3]
+    cg = c // g
+    windows = _windows(features, geometry)
+    outputs = []
+    for phase in range(geometry.phases):
+        for group in range(g):
+            total = None
+            for tap, window in enumerate(windows):
+                index = (phase * g + group) * taps + tap
+                if g > 1:
+                    window = window[..., group * cg:(group + 1) * cg]
+                term = weights[..., index:index + 1] * window
+                total = term if total is None else total + term
+            outputs.append(total)
+    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
+
+
+def _cell_matrices(weights, geometry, hc, wc):
+    """Per group, the weights as (N, Hc*Wc, phases, k*k)."""
+    g, taps = geometry.group_size, geometry.taps
+    rows = ops.reshape(weights, (-1, hc * wc, geometry.phases, g * taps))
+    return [rows[..., group * taps:(group + 1) * taps] if g > 1 else rows for group in range(g)]
+
+
+def _per_group(features, weights, geometry, combine):
+    """(N, Hc, Wc, phases*C) from `combine(matrix, windows, hc, wc)` of each group: its
+    weights (N, Hc*Wc, phases, k*k) and its channels of every window, to
+    (N, Hc*Wc, phases, C/G)."""
+    g, c = geometry.group_size, features.shape[3]
+    cg = c // g
+    hc, wc = _size(weights, 1), _size(weights, 2)
+    windows = _windows(features, geometry)
+    outputs = []
+    for group, matrix in enumerate(_cell_matrices(weights, geometry, hc, wc)):
+        parts = windows if g == 1 else [w[..., group * cg:(group + 1) * cg] for w in windows]
+        outputs.append(combine(matrix, parts, hc, wc))
+    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=-1)
+    return ops.reshape(out, (-1, hc, wc, geometry.phases * c))
+
+
+def _tap_outer(features, weights, geometry):
+    def combine(matrix, windows, hc, wc):
+        total = None
+        for tap, window in enumerate(windows):
+            term = matrix[..., tap:tap + 1] * ops.reshape(window, (-1, hc * wc, 1,
+                                                                   window.shape[3]))
+            total = term if total is None else total + term
+        return total
+
+    return _per_group(features, weights, geometry, combine)
+
+
+def _patches_matmul(features, weights, geometry):
+    def combine(matrix, windows, hc, wc):
+        patches = ops.concatenate(windows, axis=-1)
+        return ops.matmul(matrix, ops.reshape(patches, (-1, hc * wc, geometry.taps,
+                                                        windows[0].shape[3])))
+
+    return _per_group(features, weights, geometry, combine)
+
+
+def _one_hot_filters(geometry, channels, dtype):
+    """Depthwise filters (k, k, C, k*k): output channel `c*k*k + tap` copies tap `tap` of c."""
+    k = geometry.kernel_size
+    filters = np.zeros((k, k, channels, k * k), dtype)
+    for tap in range(k * k):
+        filters[tap // k, tap % k, :, tap] = 1
+    return filters
+
+
+def _one_hot_conv(features, weights, geometry):
+    g, taps, phases = geometry.group_size, geometry.taps, geometry.phases
+    c = features.shape[3]
+    cg = c // g
+    hc, wc = _size(weights, 1), _size(weights, 2)
+    padded = _padded(features, geometry)
+    filters = ops.convert_to_tensor(_one_hot_filters(geometry, c, dtype_name(features)))
+    patches = ops.depthwise_conv(padded, filters, strides=geometry.cell_stride, padding="valid")
+    patches = ops.reshape(patches, (-1, hc * wc, c, taps))  # channel-major, taps last
+    outputs = []
+    for group, matrix in enumerate(_cell_matrices(weights, geometry, hc, wc)):
+        part = patches if g == 1 else patches[:, :, group * cg:(group + 1) * cg, :]
+        # (N, cells, C/G, taps) x (N, cells, taps, phases): the transposes are of the weights.
+        outputs.append(ops.matmul(part, ops.transpose(matrix, (0, 1, 3, 2))))
+    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=2)  # (N, cells, C, phases)
+    if phases > 1:
+        out = ops.transpose(out, (0, 1, 3, 2))
+    return ops.reshape(out, (-1, hc, wc, phases * c))
+
+
+_SUMS = {"tap_sum": _tap_sum, "tap_outer": _tap_outer, "patches_matmul": _patches_matmul,
+         "one_hot_conv": _one_hot_conv}
+
+
+def reassemble_cells(geometry, features, weights, formulation, mask=True):
+    """The reassembly of features (N, H, W, C) with cell weights (N, Hc, Wc, phases*G*k*k).
+
+    Returns (N, OH, OW, C). `mask=False` skips the masking of taps outside the
+    image (their features are zero padding, so only an inf or NaN weight
+    there would show: never a softmax's).
+    """
+    dtype = dtype_name(features)
+    compute_dtype = "float64" if dtype == "float64" else "float32"
+    features = ops.cast(features, compute_dtype)
+    weights = ops.cast(weights, compute_dtype)
+    if mask:
+        h, w = _size(features, 1), _size(features, 2)
+        inside = portable.inside_taps(geometry, h, w)  # (Hc, Wc, G*k*k)
+        if geometry.phases > 1:
+            inside = ops.tile(inside, (1, 1, geometry.phases))
+        inside = ops.expand_dims(inside, 0)
+        weights = ops.where(inside, weights, ops.zeros((), compute_dtype))
+    out = _SUMS[formulation](features, weights, geometry)
+    if geometry.upsampling:
+        out = depth_to_space(out, geometry.factor)
+    return ops.cast(out, dtype)
+
+
+def reassemble(geometry, features, kernels, formulation):
+    """The reassembly with kernels at output resolution, as `keras_carafe.ops` takes them."""
+    if geometry.upsampling:
+        kernels = space_to_depth(kernels, geometry.factor)
+    return reassemble_cells(geometry, features, kernels, formulation)

@@ -1,0 +1,113 @@
+"""`keras_carafe.quantization.export_int8`: full-integer LiteRT and ONNX files of models holding
+CARAFE, their error against the float model next to a bilinear twin's, and bad arguments."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_carafe import CARAFE, CARAFEDownsample, runtimes
+from keras_carafe.quantization import export_int8, float_operators
+
+SHAPE = (16, 16, 8)
+
+
+def _smooth_images(count, seed):
+    """Seeded images with structure at a few scales (blurred noise), standardized."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, *SHAPE), "float32")
+    for block in (1, 2, 4):
+        noise = rng.standard_normal((count, SHAPE[0] // block, SHAPE[1] // block, SHAPE[2]))
+        images += np.repeat(np.repeat(noise, block, axis=1), block, axis=2) * block
+    return ((images - images.mean()) / images.std()).astype("float32")
+
+
+def _network(upsampler):
+    """Conv -> upsampler -> Conv, so that the runtimes quantize the twin's resize too."""
+    keras.utils.set_random_seed(0)
+    layer = {
+        "carafe": lambda: CARAFE(compressed_channels=16,
+                                 encoder_kernel_initializer="glorot_uniform"),
+        "bilinear": lambda: keras.layers.UpSampling2D(interpolation="bilinear"),
+        "carafe_downsample": lambda: CARAFEDownsample(
+            compressed_channels=16, encoder_kernel_initializer="glorot_uniform"),
+        "average_pool": lambda: keras.layers.AveragePooling2D(2, padding="same"),
+    }[upsampler]()
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(8, 3, padding="same")(layer(x)))
+
+
+def _int8_error(tmp_path, upsampler, fmt):
+    """RMS difference between the int8 file and the float model, % of the output range."""
+    model = _network(upsampler)
+    path = tmp_path / f"{upsampler}.{'onnx' if fmt == 'onnx' else 'tflite'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # every operator is quantized
+        export_int8(model, path, _smooth_images(32, seed=1), format=fmt)
+    assert float_operators(path) == []
+    evaluation = _smooth_images(8, seed=2)
+    expected = model.predict(evaluation, verbose=0)
+    run = runtimes.load(path)
+    got = np.concatenate([run(x[None]) for x in evaluation])
+    return 100 * np.sqrt(np.mean((got - expected) ** 2)) / (expected.max() - expected.min())
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+@pytest.mark.parametrize("layer, twin", [("carafe", "bilinear"),
+                                         ("carafe_downsample", "average_pool")])
+def test_an_int8_export_is_integer_only_and_within_twice_the_twins_error(tmp_path, fmt, layer,
+                                                                          twin):
+    error, twin_error = _int8_error(tmp_path, layer, fmt), _int8_error(tmp_path, twin, fmt)
+    print(f"\n{fmt} int8 {layer}: {error:.3f}% of the output range, {twin}: {twin_error:.3f}%")
+    assert 0 < error <= 2 * twin_error
+
+
+def test_float_operators_lists_every_operator_of_a_float_file_by_layer(tmp_path):
+    model = _network("carafe")
+    model.export(str(tmp_path / "float.tflite"), format="litert", verbose=False)
+    found = float_operators(tmp_path / "float.tflite")
+    assert {op for _, op in found} >= {"CONV_2D", "SOFTMAX", "BATCH_MATMUL"}
+    assert any(scope and scope.startswith("carafe") for scope, _ in found), found
+
+
+def test_an_operator_left_in_float_is_named_in_a_warning(tmp_path):
+    # A resize alone: onnxruntime's quantizer quantizes it only next to quantized operators.
+    inputs = keras.Input(SHAPE)
+    model = keras.Model(inputs, keras.layers.UpSampling2D(interpolation="bilinear")(inputs))
+    with pytest.warns(RuntimeWarning, match=r"keeps 1 operator in float.*Resize"):
+        export_int8(model, tmp_path / "resize.onnx", _smooth_images(4, seed=1), format="onnx")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(format="tflite"), ValueError, r"`format` must be one of 'litert', 'onnx', got 'tflite'"),
+    (dict(filepath="model.onnx"), ValueError, r"`filepath` must end with '.tflite'"),
+    (dict(representative_data=np.zeros((0, *SHAPE), "float32")), ValueError,
+     r"`representative_data` must hold at least one input"),
+    (dict(representative_data=np.zeros((4, 8, 8, 8), "float32")), ValueError,
+     r"`representative_data` item 0 must have the model's input shape \(16, 16, 8\)"),
+    (dict(representative_data=[np.zeros((2, *SHAPE), "float32")]), ValueError,
+     r"`representative_data` item 0 must be one input"),
+    (dict(representative_data=3), TypeError, r"`representative_data` must be an array"),
+])
+def test_bad_arguments_are_refused_by_name(tmp_path, kwargs, error, message):
+    arguments = dict(model=_network("carafe"), filepath=str(tmp_path / "model.tflite"),
+                     representative_data=_smooth_images(2, seed=0))
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        export_int8(**arguments)
+
+
+def test_a_model_that_does_not_compute_in_float32_is_refused(tmp_path):
+    inputs = keras.Input(SHAPE)
+    model = keras.Model(inputs, CARAFE(compressed_channels=4, dtype="float16")(inputs),
+                        dtype="float16")
+    with pytest.raises(ValueError, match="export_int8 quantizes float32 models"):
+        export_int8(model, tmp_path / "model.tflite", _smooth_images(2, seed=0))
+
+
+def test_runtimes_load_refuses_a_file_of_no_known_format():
+    with pytest.raises(ValueError, match=r"`path` must name a .onnx, .tflite or OpenVINO .xml "
+                                         r"file, got 'model.pb'"):
+        runtimes.load("model.pb")
