@@ -198,6 +198,12 @@ def export_int8(model, filepath, representative_data, format="litert"):
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))}, "
                          f"got {format!r}")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"export_int8 needs the TensorFlow backend (KERAS_BACKEND=tensorflow), "
+                         f"whose exporters it configures; the backend is "
+                         f"{keras.backend.backend()!r}")
     suffix = {"litert": ".tflite", "onnx": ".onnx"}[format]
     filepath = os.fspath(filepath)
     if not filepath.endswith(suffix):

@@ -1,6 +1,11 @@
 """`keras_carafe.quantization.export_int8`: full-integer LiteRT and ONNX files of models holding
 CARAFE, their error against the float model next to a bilinear twin's, and bad arguments."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import keras
@@ -111,3 +116,23 @@ def test_runtimes_load_refuses_a_file_of_no_known_format():
     with pytest.raises(ValueError, match=r"`path` must name a .onnx, .tflite or OpenVINO .xml "
                                          r"file, got 'model.pb'"):
         runtimes.load("model.pb")
+
+
+def test_another_backend_is_refused_by_name():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed in this environment")
+    script = textwrap.dedent("""
+        import keras, numpy as np
+        from keras_carafe.quantization import export_int8
+        inputs = keras.Input((4, 4, 2))
+        model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+        try:
+            export_int8(model, "model.tflite", np.zeros((1, 4, 4, 2), "float32"))
+        except ValueError as err:
+            print(err)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "export_int8 needs the TensorFlow backend (KERAS_BACKEND=tensorflow)" in result.stdout
+    assert "the backend is 'jax'" in result.stdout

@@ -31,7 +31,8 @@ over taps, compared in each runtime by `benchmarks/export_formulations.py`:
   one-hot filters, then a matmul per group (its output, phases last, is
   transposed back for upsampling).
 
-`FORMULATION` maps each format to the one measured fastest there.
+`FORMULATION` maps each format to the one measured fastest there (for LiteRT,
+with XNNPACK, the interpreter's default).
 """
 
 import contextlib
@@ -46,9 +47,10 @@ from keras_carafe.ops.validation import dtype_name
 FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv")
 
 # Measured with benchmarks/export_formulations.py (docs/deployment.md).
+# None: an export that is not Keras's own (`force_portable`, torch.onnx, jax2tf).
 FORMULATION = {"onnx": "patches_matmul", "litert": "patches_matmul",
-               "openvino": "patches_matmul", "tf_saved_model": "patches_matmul", None:
-               "patches_matmul"}
+               "openvino": "patches_matmul", "tf_saved_model": "patches_matmul",
+               None: "patches_matmul"}
 
 _override = contextvars.ContextVar("keras_carafe_export_formulation", default=None)
 
