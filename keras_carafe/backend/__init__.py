@@ -19,6 +19,9 @@ Keras backends without a module of their own) each provide:
   this implementation (`jit_compile`).
 - `export_format()`: the `model.export` format being traced, or None (see
   `keras_carafe.ops.implementation.export_format`).
+- `exported_formulation()`: the formulation of `keras_carafe.ops.export_formulation`
+  that the layers and ops write while a graph is exported or traced inside
+  `force_portable()`, else "".
 
 Only `current()` picks the module, from `keras.backend.backend()`; each
 module imports its framework, so no other framework is ever imported.

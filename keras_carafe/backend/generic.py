@@ -4,7 +4,8 @@ path only."""
 import keras
 
 from keras_carafe.ops import export_formulation, portable, portable_similarity
-from keras_carafe.ops.implementation import export_format, exporting
+from keras_carafe.ops import implementation as names
+from keras_carafe.ops.implementation import export_format
 
 NAME = keras.backend.backend()
 IMPLEMENTATIONS = ("portable",)
@@ -14,10 +15,19 @@ def choose(implementation):
     return "portable"
 
 
+def exported_formulation():
+    """The `export_formulation` formulation while a graph is exported or traced inside
+    `force_portable()`, else ""."""
+    target = export_format()
+    if target is None and not names.portable_forced():
+        return ""
+    return export_formulation.formulation_for(target)
+
+
 def reassemble(chosen, geometry, features, kernels, shapes_known):
-    if exporting():
-        return export_formulation.reassemble(
-            geometry, features, kernels, export_formulation.formulation_for(export_format()))
+    formulation = exported_formulation()
+    if formulation:
+        return export_formulation.reassemble(geometry, features, kernels, formulation)
     return portable.reassemble(geometry, features, kernels)
 
 

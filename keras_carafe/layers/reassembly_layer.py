@@ -188,9 +188,10 @@ class ReassemblyLayer(keras.layers.Layer):
     def call(self, inputs):
         self._check_export_format()
         x = self._to_channels_last(inputs)
-        target = backend.current().export_format()
-        if target is not None or impl.portable_forced():
-            y = self._exported_reassembly(x, export_formulation.formulation_for(target))
+        # One call that torch.compile keeps as a constant (no graph break).
+        formulation = backend.current().exported_formulation()
+        if formulation:
+            y = self._exported_reassembly(x, formulation)
         else:
             y = self._reassemble(x, self._normalized_kernels(x))
         return self._from_channels_last(y)

@@ -4,8 +4,9 @@
 import jax
 
 from keras_carafe.backend.jax import compiled, library, portable
+from keras_carafe.ops import export_formulation
 from keras_carafe.ops import implementation as names
-from keras_carafe.ops.implementation import export_format  # noqa: F401
+from keras_carafe.ops.implementation import export_format
 
 NAME = "jax"
 IMPLEMENTATIONS = ("op", "portable")
@@ -31,6 +32,15 @@ def choose(implementation):
         return "portable"
     return names.compiled_or(implementation, library.load, _platform_problem, "portable",
                              "the portable path")
+
+
+def exported_formulation():
+    """The `export_formulation` formulation while a graph is exported or traced inside
+    `force_portable()`, else ""."""
+    target = export_format()
+    if target is None and not names.portable_forced():
+        return ""
+    return export_formulation.formulation_for(target)
 
 
 def reassemble(chosen, geometry, features, kernels, shapes_known):

@@ -13,8 +13,17 @@ from keras_carafe.ops import implementation as names
 NAME = "tensorflow"
 IMPLEMENTATIONS = ("op", "fallback", "portable")
 
-__all__ = ["IMPLEMENTATIONS", "NAME", "choose", "export_format", "local_similarity", "reassemble",
-           "supports_jit"]
+__all__ = ["IMPLEMENTATIONS", "NAME", "choose", "export_format", "exported_formulation",
+           "local_similarity", "reassemble", "supports_jit"]
+
+
+def exported_formulation():
+    """The `export_formulation` formulation while a graph is exported or traced inside
+    `force_portable()`, else ""."""
+    target = export_format()
+    if target is None and not names.portable_forced():
+        return ""
+    return export_formulation.formulation_for(target)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -24,9 +33,9 @@ def reassemble(chosen, geometry, features, kernels, shapes_known):
         return compiled.reassemble(geometry, features, kernels)
     if chosen == "fallback":
         run = fallback.reassemble
-    elif export_format() is not None or names.portable_forced():
+    elif exported_formulation():
         run = functools.partial(export_formulation.reassemble,
-                                formulation=export_formulation.formulation_for(export_format()))
+                                formulation=exported_formulation())
     else:
         # XLA fuses the portable path's tap sum; graphs run op by op prefer patches.
         run = functools.partial(portable.reassemble, fused=in_xla_context())

@@ -44,15 +44,17 @@ def export_format():
 
 
 @torch.compiler.assume_constant_result
-def _export_formulation():
-    """The export formulation while a graph is exported, else "" (see `choose`)."""
+def exported_formulation():
+    """The `export_formulation` formulation while a graph is exported (`model.export`,
+    `torch.export`, `torch.onnx`) or traced inside `force_portable()`, else "" (a constant
+    for torch.compile, as `choose`)."""
     return export_formulation.formulation_for(names.export_format()) if _exporting() else ""
 
 
 def reassemble(chosen, geometry, features, kernels, shapes_known):
     if chosen == "op":
         return compiled.reassemble(geometry, features, kernels)
-    formulation = _export_formulation()
+    formulation = exported_formulation()
     if formulation:
         return export_formulation.reassemble(geometry, features, kernels, formulation)
     return portable.reassemble(geometry, features, kernels)
