@@ -41,7 +41,7 @@ import contextvars
 import numpy as np
 from keras import ops
 
-from keras_carafe.ops import portable
+from keras_carafe.ops import implementation, portable
 from keras_carafe.ops.validation import dtype_name
 
 FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv")
@@ -70,6 +70,15 @@ def using(formulation):
 def formulation_for(target):
     """The formulation used for the export format `target` (or None: not a Keras format)."""
     return _override.get() or FORMULATION.get(target, FORMULATION[None])
+
+
+def formulation_while(target):
+    """The formulation while a graph is exported to `target` (a format, or None for an
+    export that is not Keras's own) or traced inside `force_portable()`; "" otherwise,
+    where `target` is None."""
+    if target is None and not implementation.portable_forced():
+        return ""
+    return formulation_for(target)
 
 
 def _size(x, axis):

@@ -37,10 +37,7 @@ def choose(implementation):
 def exported_formulation():
     """The `export_formulation` formulation while a graph is exported or traced inside
     `force_portable()`, else ""."""
-    target = export_format()
-    if target is None and not names.portable_forced():
-        return ""
-    return export_formulation.formulation_for(target)
+    return export_formulation.formulation_while(export_format())
 
 
 def reassemble(chosen, geometry, features, kernels, shapes_known):

@@ -8,7 +8,6 @@ import tensorflow as tf
 from keras_carafe.backend.tensorflow import checks, compiled, fallback
 from keras_carafe.backend.tensorflow.choice import choose, export_format, in_xla_context
 from keras_carafe.ops import export_formulation, portable, portable_similarity
-from keras_carafe.ops import implementation as names
 
 NAME = "tensorflow"
 IMPLEMENTATIONS = ("op", "fallback", "portable")
@@ -20,10 +19,7 @@ __all__ = ["IMPLEMENTATIONS", "NAME", "choose", "export_format", "exported_formu
 def exported_formulation():
     """The `export_formulation` formulation while a graph is exported or traced inside
     `force_portable()`, else ""."""
-    target = export_format()
-    if target is None and not names.portable_forced():
-        return ""
-    return export_formulation.formulation_for(target)
+    return export_formulation.formulation_while(export_format())
 
 
 @tf.autograph.experimental.do_not_convert
