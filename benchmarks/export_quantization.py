@@ -9,15 +9,21 @@ of the float output's range (max - min over the evaluation inputs); the same rec
 
 Models: "layer", a CARAFE layer alone (32x32x64 -> 64x64x64); "down", a CARAFEDownsample
 layer alone (64x64x64 -> 32x32x64); "network", `Input(128, 128, 3) -> Conv s2 -> Conv s2 ->
-CARAFE -> Conv -> CARAFE -> Conv` (64 channels). Inputs: smooth random images (a seeded sum
+CARAFE -> Conv -> CARAFE -> Conv` (64 channels); "fade" and "sapa", the guided layer on an
+input of 64x64x64 (its encoder feature) and that input's 2x2 average (its decoder feature),
+whose twin upsamples the average bilinearly; "dysample", DySample alone (32x32x64 ->
+64x64x64). Inputs: smooth random images (a seeded sum
 of Gaussian-blurred noise; 64 for calibration, 16 for evaluation, different seeds).
 
 Recipes, each timed in its runtime (LiteRT with XNNPACK, onnxruntime's CPU provider):
 - litert float32, onnx float32: `model.export` as it is;
 - litert int8, onnx int8: `keras_carafe.quantization.export_int8` (full-integer LiteRT;
-  onnxruntime's static QDQ quantization).
+  onnxruntime's static QDQ quantization);
+- onnx int8 float-re: the same with `float_reassembly=True` (the layers' operators but
+  their convolutions left in float; the twins, which have none, are the onnx int8 file).
 
-    python benchmarks/export_quantization.py [--models layer,down,network] [--runs 100]
+    python benchmarks/export_quantization.py [--models layer,down,network,fade,sapa,dysample]
+        [--runs 100]
         [--rounds 3] [--threads 2]
 """
 
@@ -34,10 +40,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from keras_carafe import CARAFE, CARAFEDownsample, runtimes  # noqa: E402
+from keras_carafe import (CARAFE, FADE, SAPA, CARAFEDownsample, DySample,  # noqa: E402
+                          runtimes)
 from keras_carafe.quantization import export_int8  # noqa: E402
 
-MODELS = ("layer", "down", "network")
+MODELS = ("layer", "down", "network", "fade", "sapa", "dysample")
 
 
 def build(name, twin, seed=0):
@@ -46,6 +53,19 @@ def build(name, twin, seed=0):
         inputs = keras.Input((32, 32, 64))
         layer = (keras.layers.UpSampling2D(interpolation="bilinear") if twin
                  else CARAFE(encoder_kernel_initializer="glorot_uniform"))
+        return keras.Model(inputs, layer(inputs))
+    if name in ("fade", "sapa"):
+        inputs = keras.Input((64, 64, 64))
+        decoder = keras.layers.AveragePooling2D(2)(inputs)
+        if twin:
+            return keras.Model(inputs, keras.layers.UpSampling2D(interpolation="bilinear")(
+                decoder))
+        layer = FADE() if name == "fade" else SAPA()
+        return keras.Model(inputs, layer(inputs, decoder))
+    if name == "dysample":
+        inputs = keras.Input((32, 32, 64))
+        layer = (keras.layers.UpSampling2D(interpolation="bilinear") if twin
+                 else DySample(kernel_initializer="glorot_uniform"))
         return keras.Model(inputs, layer(inputs))
     if name == "down":
         inputs = keras.Input((64, 64, 64))
@@ -81,7 +101,7 @@ def error_percent(got, expected):
     return 100 * float(np.sqrt(np.mean((got - expected) ** 2))) / spread
 
 
-RECIPES = ("litert float32", "litert int8", "onnx float32", "onnx int8")
+RECIPES = ("litert float32", "litert int8", "onnx float32", "onnx int8", "onnx int8 float-re")
 
 
 def evaluate(name, twin, directory, runs, threads, rounds):
@@ -92,11 +112,12 @@ def evaluate(name, twin, directory, runs, threads, rounds):
     expected = model.predict(evaluation, verbose=0)
     rows, runners = {}, {}
     for recipe in RECIPES:
-        fmt, precision = recipe.split()
+        fmt, precision, *float_re = recipe.split()
         path = directory / (f"{name}-{'twin' if twin else 'carafe'}-{precision}"
+                            f"{'-float-re' if float_re else ''}"
                             + (".onnx" if fmt == "onnx" else ".tflite"))
         if precision == "int8":
-            export_int8(model, path, calibration, format=fmt)
+            export_int8(model, path, calibration, format=fmt, float_reassembly=bool(float_re))
         else:
             model.export(str(path), format=fmt, verbose=False)
         run = runners[recipe] = runtimes.load(path, threads)
@@ -136,7 +157,7 @@ def main(argv=None):
     print("error: RMS difference from the float model, % of its output range (16 inputs); "
           f"latency: median of {args.rounds} rounds of {args.runs} runs each [the rounds' "
           f"range], batch 1, {args.threads} threads")
-    print(f"{'model':8s} {'recipe':16s} {'CARAFE error':>12s} {'twin error':>10s} "
+    print(f"{'model':8s} {'recipe':18s} {'CARAFE error':>12s} {'twin error':>10s} "
           f"{'ratio':>6s} {'CARAFE ms':>22s} {'twin ms':>20s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
@@ -146,7 +167,7 @@ def main(argv=None):
                 (error, ms), (twin_error, twin_ms) = carafe[recipe], twin[recipe]
                 # A twin that its runtime leaves unquantized has no error to compare with.
                 ratio = f"{error / twin_error:6.2f}" if twin_error > 1e-4 else f"{'-':>6s}"
-                print(f"{name:8s} {recipe:16s} {error:12.3f} {twin_error:10.3f} {ratio} "
+                print(f"{name:8s} {recipe:18s} {error:12.3f} {twin_error:10.3f} {ratio} "
                       f"{_ms(ms):>22s} {_ms(twin_ms):>20s}")
 
 

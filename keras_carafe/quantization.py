@@ -8,13 +8,16 @@ int8, or a warning names the layers that kept float operators and which ones.
   (`Optimize.DEFAULT`, the representative dataset, `TFLITE_BUILTINS_INT8`), float32 input
   and output (one QUANTIZE after the input, one DEQUANTIZE before the output).
 - ONNX: `model.export(format="onnx")`, onnxruntime's pre-processing, then its static QDQ
-  quantization with int8 activations and per-channel int8 weights.
+  quantization with int8 activations and per-channel int8 weights; with
+  `float_reassembly=True` the package's layers keep everything but their convolutions in
+  float (their kernel normalization and reassembly).
 
 CARAFE's kernel softmax and reassembly quantize as well as bilinear upsampling does with
 these recipes (`docs/deployment.md`, `benchmarks/export_quantization.py`).
 """
 
 import os
+import re
 import tempfile
 import warnings
 
@@ -141,7 +144,17 @@ def _export_litert(model, filepath, samples):
                  target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
 
 
-def _export_onnx(model, filepath, samples):
+def _package_layer_nodes(graph, model):
+    """Names of the ONNX nodes of the model's keras_carafe layers, but their convolutions."""
+    names = [layer.name for layer in model.layers
+             if type(layer).__module__.startswith("keras_carafe.")]
+    # TensorFlow makes scopes unique: a layer named `carafe` may be scope `carafe_1`.
+    pattern = re.compile("|".join(re.escape(name) + r"(_\d+)?" for name in names))
+    return [node.name for node in graph.node if names and node.op_type != "Conv"
+            and pattern.fullmatch(_scope_of(node.name) or "")]
+
+
+def _export_onnx(model, filepath, samples, float_reassembly):
     try:
         import onnxruntime
         from onnxruntime import quantization
@@ -166,13 +179,19 @@ def _export_onnx(model, filepath, samples):
         quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
         name = onnxruntime.InferenceSession(
             float_path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        excluded = []
+        if float_reassembly:
+            import onnx
+
+            excluded = _package_layer_nodes(onnx.load(prepared).graph, model)
         quantization.quantize_static(
             prepared, filepath, Reader(name), quant_format=quantization.QuantFormat.QDQ,
             activation_type=quantization.QuantType.QInt8,
-            weight_type=quantization.QuantType.QInt8, per_channel=True)
+            weight_type=quantization.QuantType.QInt8, per_channel=True,
+            nodes_to_exclude=excluded)
 
 
-def export_int8(model, filepath, representative_data, format="litert"):
+def export_int8(model, filepath, representative_data, format="litert", float_reassembly=False):
     """Writes a full-integer (int8) LiteRT or ONNX file of a float32 Keras model.
 
     Args:
@@ -185,6 +204,10 @@ def export_int8(model, filepath, representative_data, format="litert"):
         format: `"litert"` (full-integer LiteRT, float32 input and output) or `"onnx"`
             (onnxruntime's static QDQ quantization, int8 activations and per-channel
             weights).
+        float_reassembly: `format="onnx"` only: keep each keras_carafe layer's operators
+            other than its convolutions (the kernel normalization and the reassembly) in
+            float: a smaller error at the same speed in onnxruntime (`docs/deployment.md`);
+            the warning then names those operators.
 
     Returns:
         `filepath`. Warns (RuntimeWarning) naming each layer that kept float operators
@@ -198,6 +221,11 @@ def export_int8(model, filepath, representative_data, format="litert"):
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))}, "
                          f"got {format!r}")
+    if not isinstance(float_reassembly, bool):
+        raise TypeError(f"`float_reassembly` must be a bool, got {float_reassembly!r}")
+    if float_reassembly and format != "onnx":
+        raise ValueError("`float_reassembly=True` needs format='onnx': full-integer LiteRT "
+                         "files hold integer operators only")
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -218,6 +246,9 @@ def export_int8(model, filepath, representative_data, format="litert"):
                          f"compute in {', '.join(sorted(dtypes))}: build a float32 copy of the "
                          f"model and load its weights")
     samples = _samples(representative_data, model.inputs[0].shape[1:])
-    (_export_litert if format == "litert" else _export_onnx)(model, filepath, samples)
+    if format == "litert":
+        _export_litert(model, filepath, samples)
+    else:
+        _export_onnx(model, filepath, samples, float_reassembly)
     _warn_about_float(filepath, model)
     return filepath

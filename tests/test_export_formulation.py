@@ -1,6 +1,7 @@
 """The rank-4 reassembly of exported graphs (`keras_carafe.ops.export_formulation`), on every
-backend: each formulation against the NumPy reference, its pixel shuffles and softmax, and
-the layers' exported path against their usual one."""
+backend: each formulation and the local similarity against the NumPy reference, the pixel
+shuffles and softmax, and the layers' exported path (CARAFE, CARAFEDownsample, FADE, SAPA)
+against their usual one."""
 
 import numpy as np
 import pytest
@@ -8,9 +9,10 @@ from keras import ops
 
 from carafe_reference import (carafe_downsample_reference, carafe_reference,
                               random_downsample_inputs, random_inputs)
-from keras_carafe import CARAFE, CARAFEDownsample
+from keras_carafe import CARAFE, FADE, SAPA, CARAFEDownsample
 from keras_carafe.ops import export_formulation, force_portable, validation
 from shape_grids import CASES, DOWNSAMPLE_CASES, case_id
+from similarity_reference import local_similarity_reference, random_similarity_inputs
 
 pytestmark = pytest.mark.all_backends
 
@@ -116,3 +118,54 @@ def test_the_default_formulation_of_every_format_is_one_of_the_three():
         assert export_formulation.formulation_for(target) in FORMULATIONS
     with export_formulation.using("tap_sum"):
         assert export_formulation.formulation_for("onnx") == "tap_sum"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_local_similarity_matches_the_reference(rng, case):
+    n, h, w, c, s, k, g = case
+    queries, keys = random_similarity_inputs(rng, n, h, w, c, s)
+    out = export_formulation.local_similarity(validation.upsampling(s, k, g), queries, keys)
+    np.testing.assert_allclose(ops.convert_to_numpy(out),
+                               local_similarity_reference(queries, keys, s, k, g), atol=1e-5)
+
+
+def test_a_tap_outside_the_image_has_similarity_zero_whatever_the_query(rng):
+    queries, keys = random_similarity_inputs(rng, 1, 3, 3, 2, 2)
+    queries[0, 0, 0, 0] = np.inf  # output pixel (0, 0): its taps of row and column -1 are out
+    out = ops.convert_to_numpy(export_formulation.local_similarity(
+        validation.upsampling(2, 3, 1), queries, keys))
+    outside = [0, 1, 2, 3, 6]  # taps (ky, kx) with ky = 0 or kx = 0
+    np.testing.assert_array_equal(out[0, 0, 0, outside], 0.0)
+    queries[0, 0, 0, 0] = 0.0
+    expected = local_similarity_reference(queries, keys, 2, 3, 1)
+    np.testing.assert_allclose(out[0, 1:], expected[0, 1:], atol=1e-5)
+
+
+GUIDED = {
+    "fade-s2-k5": (FADE, dict(embedding_channels=4)),
+    "fade-s3-k3-ungated": (FADE, dict(scale_factor=3, kernel_size=3, embedding_channels=4,
+                                      gated=False)),
+    "fade-channels_first": (FADE, dict(embedding_channels=4, data_format="channels_first")),
+    "sapa-s2-k5-g2": (SAPA, dict(embedding_channels=4, group_size=2)),
+    "sapa-s3-k3-g1": (SAPA, dict(scale_factor=3, kernel_size=3, embedding_channels=6)),
+}
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("layer", GUIDED)
+def test_the_guided_layers_exported_path_gives_their_usual_output(rng, formulation, layer):
+    cls, config = GUIDED[layer]
+    model = cls(implementation="portable", **config)
+    s, channels_first = config.get("scale_factor", 2), config.get("data_format") == "channels_first"
+    # SAPA's default projections (standard deviation 0.02) give near-uniform kernels.
+    decoder = rng.standard_normal((2, 5, 4, 8)).astype("float32")
+    encoder = rng.standard_normal((2, 5 * s, 4 * s, 8)).astype("float32")
+    if channels_first:
+        decoder, encoder = decoder.transpose(0, 3, 1, 2), encoder.transpose(0, 3, 1, 2)
+    model.build(encoder.shape, decoder.shape)
+    for weight in model.weights:
+        weight.assign(rng.uniform(-0.5, 0.5, weight.shape).astype("float32"))
+    expected = ops.convert_to_numpy(model(encoder, decoder))
+    with force_portable(), export_formulation.using(formulation):
+        exported = ops.convert_to_numpy(model(encoder, decoder))
+    np.testing.assert_allclose(exported, expected, atol=1e-5)

@@ -130,6 +130,62 @@ def test_litert_export_runs_in_the_interpreter_with_builtin_operators_only(tmp_p
     _check(f"litert {name}", model, _batches(rng, name), run)
 
 
+def _static_model(name):
+    """The model of `name` for inputs of one fixed size (the export leaves the batch open)."""
+    make, guided, fmt = MODELS[name]
+    decoder = keras.Input(_shape(fmt, None, 5, 6)[1:], name="decoder")
+    layer = make(fmt)
+    if guided:
+        encoder = keras.Input(_shape(fmt, None, 10, 12)[1:], name="encoder")
+        inputs, x = [encoder, decoder], layer(encoder, decoder)
+    else:
+        inputs, x = [decoder], layer(decoder)
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1, data_format=fmt)(x))
+
+
+def _static_batch(rng, model):
+    return [rng.standard_normal((1, *i.shape[1:])).astype("float32") for i in model.inputs]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_static_shape_litert_export_holds_rank_4_tensors_and_no_shape_arithmetic(
+        tmp_path, rng, name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _static_model(name)
+    model.export(tmp_path / "model.tflite", format="litert", verbose=False)
+    interpreter = Interpreter(model_path=str(tmp_path / "model.tflite"))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    allowed = {"GATHER"} if name.startswith("dysample") else set()  # its bilinear reads
+    if MODELS[name][2] == "channels_first":
+        allowed.add("TRANSPOSE")  # the layout changes at the layer's inputs and output
+    assert not ops & {"SHAPE", "PACK", "GATHER", "GATHER_ND", "TRANSPOSE"} - allowed, ops
+    ranks = {len(t["shape_signature"]) for t in interpreter.get_tensor_details()}
+    assert max(ranks) <= 4, ranks
+    runner = interpreter.get_signature_runner()
+    batch = _static_batch(rng, model)
+    outputs = runner(**_feed(list(runner.get_input_details()), batch))
+    [y] = outputs.values()
+    np.testing.assert_allclose(y, model.predict(batch, verbose=0), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_static_shape_onnx_export_holds_rank_4_tensors_and_no_shape_arithmetic(
+        tmp_path, rng, name):
+    import onnx
+
+    model = _static_model(name)
+    model(_static_batch(rng, model))  # ONNX export needs a call
+    model.export(tmp_path / "model.onnx", format="onnx", verbose=False)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(tmp_path / "model.onnx")).graph
+    op_types = {node.op_type for node in graph.node}
+    allowed = {"Gather"} if name.startswith("dysample") else set()
+    assert not op_types & {"Shape", "Gather", "GatherND", "Range"} - allowed, op_types
+    ranks = {len(v.type.tensor_type.shape.dim)
+             for v in [*graph.value_info, *graph.input, *graph.output]}
+    assert max(ranks) <= 4, ranks
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_openvino_export_runs_in_openvino(tmp_path, rng, name):
     if importlib.util.find_spec("openvino") is None:

@@ -1,12 +1,13 @@
 """The DySample point-sampling upsampling layer."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_carafe.family_cost import dysample_cost
 from keras_carafe.layers import upsampler_support as support
 from keras_carafe.ops import validation
-from keras_carafe.ops.pixel_shuffle import depth_to_space
+from keras_carafe.ops.export_formulation import depth_to_space
 from keras_carafe.ops.point_sampling import bilinear_sample
 
 STYLES = ("lp", "pl")
@@ -14,11 +15,31 @@ STYLES = ("lp", "pl")
 
 def _channel_major_depth_to_space(x, block_size):
     """PyTorch's `pixel_shuffle` on channels-last tensors: input channel `c*s*s + i*s + j`
-    goes to channel `c` of sub-pixel `(i, j)` (`depth_to_space` reads `(i*s + j)*C' + c`)."""
+    goes to channel `c` of sub-pixel `(i, j)` (`depth_to_space` reads `(i*s + j)*C' + c`).
+
+    Strided channel slices put the channels in `depth_to_space`'s order: no tensor
+    above rank 4, for the runtimes and delegates that take no more.
+    """
     s = block_size
-    n, h, w, channels = ops.shape(x)
-    x = ops.transpose(ops.reshape(x, (n, h, w, channels // (s * s), s * s)), (0, 1, 2, 4, 3))
-    return depth_to_space(ops.reshape(x, (n, h, w, channels)), s)
+    if s == 1:
+        return x
+    x = ops.concatenate([x[..., p::s * s] for p in range(s * s)], axis=-1)
+    return depth_to_space(x, s)
+
+
+def _centres(offset, axis, scale_factor):
+    """Where bilinear upsampling (align_corners=False) reads along `axis` of the output,
+    `(i + 0.5) / s - 0.5`, as an int32 anchor (its floor) and a float fraction in [0, 1)
+    (constants where the size is known)."""
+    size = offset.shape[axis]
+    if isinstance(size, int):
+        centres = (np.arange(size) + 0.5) / scale_factor - 0.5
+        anchors = np.floor(centres)
+        return (ops.convert_to_tensor(anchors.astype("int32")),
+                ops.cast(centres - anchors, offset.dtype))
+    centres = (ops.cast(ops.arange(ops.shape(offset)[axis]), offset.dtype) + 0.5) / scale_factor
+    anchors = ops.floor(centres - 0.5)
+    return ops.cast(anchors, "int32"), centres - 0.5 - anchors
 
 
 @keras.saving.register_keras_serializable(package="keras_carafe")
@@ -167,28 +188,34 @@ class DySample(keras.layers.Layer):
                      self.compute_dtype)
         if not self.built:
             self.build(tuple(ops.convert_to_tensor(inputs).shape))
-        points_x, points_y = self._points(x)
-        return ops.stack([points_x, points_y], axis=-1)
+        (x_anchors, y_anchors), (points_x, points_y) = self._points(x)
+        dtype = validation.dtype_name(points_x)
+        return ops.stack([points_x + ops.cast(x_anchors, dtype),
+                          points_y + ops.cast(y_anchors, dtype)], axis=-1)
 
     def _points(self, x):
+        """The points as integer anchors (the bilinear upsampling's source pixels) and the
+        offsets from them, `(x_anchors, y_anchors), (x, y)`: offsets stay small, which
+        quantized graphs need to keep sub-pixel precision."""
         s, g = self.scale_factor, self.group_size
         dtype = validation.dtype_name(x)
         position_dtype = "float64" if dtype == "float64" else "float32"
         offset = ops.cast(self._offsets(x), position_dtype)
-        n, h, w, _ = ops.shape(offset)
         # Where bilinear upsampling (align_corners=False) reads: the official
         # `init_pos` plus each input pixel's centre.
-        cols = (ops.cast(ops.arange(w), position_dtype) + 0.5) / s - 0.5
-        rows = (ops.cast(ops.arange(h), position_dtype) + 0.5) / s - 0.5
-        points_x = offset[..., :g] + ops.reshape(cols, (1, 1, -1, 1))
-        points_y = offset[..., g:] + ops.reshape(rows, (1, -1, 1, 1))
-        return points_x, points_y
+        (col_anchors, col_fractions), (row_anchors, row_fractions) = (
+            _centres(offset, axis, s) for axis in (2, 1))
+        anchors = (ops.reshape(col_anchors, (1, 1, -1, 1)),
+                   ops.reshape(row_anchors, (1, -1, 1, 1)))
+        points_x = offset[..., :g] + ops.reshape(col_fractions, (1, 1, -1, 1))
+        points_y = offset[..., g:] + ops.reshape(row_fractions, (1, -1, 1, 1))
+        return anchors, (points_x, points_y)
 
     def call(self, inputs):
         support.check_export_format(self)
         x = support.to_channels_last(inputs, self.data_format)
-        points_x, points_y = self._points(x)
-        out = bilinear_sample(x, points_x, points_y, self.group_size)
+        anchors, (points_x, points_y) = self._points(x)
+        out = bilinear_sample(x, points_x, points_y, self.group_size, anchors)
         return support.from_channels_last(out, self.data_format)
 
     def compute_output_shape(self, input_shape):

@@ -6,6 +6,7 @@ from keras import ops
 from keras_carafe import backend
 from keras_carafe.family_cost import fade_cost
 from keras_carafe.layers import upsampler_support as support
+from keras_carafe.ops import export_formulation as exported
 from keras_carafe.ops import implementation as impl
 from keras_carafe.ops import validation
 from keras_carafe.ops.reassembly import carafe
@@ -159,12 +160,29 @@ class FADE(keras.layers.Layer):
         return support.softmax_logits(logits, 1, self.kernel_size ** 2,
                                       validation.dtype_name(encoder))
 
+    def _exported_reassembly(self, encoder, decoder, formulation):
+        """The reassembly for exported graphs (`keras_carafe.ops.export_formulation`): the
+        logits added and normalized at cell resolution, where the decoder's are one copy
+        per sub-pixel instead of a nearest upsampling."""
+        s = self.scale_factor
+        geometry = validation.upsampling(s, self.kernel_size, 1)
+        logits = (exported.space_to_depth(self.content_encoder(self.encoder_compressor(encoder)),
+                                          s)
+                  + support.per_sub_pixel(self.content_encoder(self.decoder_compressor(decoder)),
+                                          s))
+        return exported.reassemble_logits(geometry, decoder, logits, formulation)
+
     def call(self, encoder_feature, decoder_feature):
         support.check_export_format(self)
         encoder, decoder = self._inputs(encoder_feature, decoder_feature)
-        upsampled = carafe(decoder, self._kernels(encoder, decoder),
-                           scale_factor=self.scale_factor, kernel_size=self.kernel_size,
-                           group_size=1, implementation=self.implementation)
+        # One call that torch.compile keeps as a constant (no graph break).
+        formulation = backend.current().exported_formulation()
+        if formulation:
+            upsampled = self._exported_reassembly(encoder, decoder, formulation)
+        else:
+            upsampled = carafe(decoder, self._kernels(encoder, decoder),
+                               scale_factor=self.scale_factor, kernel_size=self.kernel_size,
+                               group_size=1, implementation=self.implementation)
         if self.gate is None:
             out = upsampled
         else:

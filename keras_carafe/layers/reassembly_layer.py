@@ -176,14 +176,8 @@ class ReassemblyLayer(keras.layers.Layer):
         """The layer's output for exported graphs (`keras_carafe.ops.export_formulation`):
         the kernels normalized and used at cell resolution, with no pixel shuffle
         before the reassembly and its inverse inside it."""
-        geometry = self._geometry()
-        dtype = validation.dtype_name(x)
-        logits = self._cell_logits(x)
-        if dtype not in ("float32", "float64"):
-            logits = ops.cast(logits, "float32")
-        weights = export_formulation.normalize(logits, geometry)
-        # Softmax weights are finite: taps outside the image multiply zero padding.
-        return export_formulation.reassemble_cells(geometry, x, weights, formulation, mask=False)
+        return export_formulation.reassemble_logits(self._geometry(), x, self._cell_logits(x),
+                                                    formulation)
 
     def call(self, inputs):
         self._check_export_format()

@@ -6,6 +6,7 @@ from keras import ops
 from keras_carafe import backend
 from keras_carafe.family_cost import sapa_cost
 from keras_carafe.layers import upsampler_support as support
+from keras_carafe.ops import export_formulation as exported
 from keras_carafe.ops import implementation as impl
 from keras_carafe.ops import validation
 from keras_carafe.ops.reassembly import carafe
@@ -179,21 +180,39 @@ class SAPA(keras.layers.Layer):
 
     def _kernels(self, encoder, decoder):
         """Normalized kernels (N, H*s, W*s, G*k*k) in the compute dtype."""
-        queries = self._project(self._normalize(encoder, self.encoder_gamma, self.encoder_beta),
-                                self.query_kernel, self.query_bias)
-        keys = self._project(self._normalize(decoder, self.decoder_gamma, self.decoder_beta),
-                             self.key_kernel, self.key_bias)
+        queries, keys = self._queries_and_keys(encoder, decoder)
         similarity = local_similarity(queries, keys, self.scale_factor, self.kernel_size,
                                       self.group_size, implementation=self.implementation)
         return support.softmax_logits(similarity, self.group_size, self.kernel_size ** 2,
                                       validation.dtype_name(decoder))
 
+    def _queries_and_keys(self, encoder, decoder):
+        queries = self._project(self._normalize(encoder, self.encoder_gamma, self.encoder_beta),
+                                self.query_kernel, self.query_bias)
+        keys = self._project(self._normalize(decoder, self.decoder_gamma, self.decoder_beta),
+                             self.key_kernel, self.key_bias)
+        return queries, keys
+
+    def _exported_reassembly(self, encoder, decoder, formulation):
+        """The output for exported graphs (`keras_carafe.ops.export_formulation`): rank 4,
+        the similarities normalized and used at cell resolution."""
+        geometry = validation.upsampling(self.scale_factor, self.kernel_size, self.group_size)
+        queries, keys = self._queries_and_keys(encoder, decoder)
+        # Keys outside the image are zero padding: their similarity is 0, as the op's.
+        logits = exported.similarity_cells(geometry, queries, keys, mask=False)
+        return exported.reassemble_logits(geometry, decoder, logits, formulation)
+
     def call(self, encoder_feature, decoder_feature):
         support.check_export_format(self)
         encoder, decoder = self._inputs(encoder_feature, decoder_feature)
-        out = carafe(decoder, self._kernels(encoder, decoder), scale_factor=self.scale_factor,
-                     kernel_size=self.kernel_size, group_size=self.group_size,
-                     implementation=self.implementation)
+        # One call that torch.compile keeps as a constant (no graph break).
+        formulation = backend.current().exported_formulation()
+        if formulation:
+            out = self._exported_reassembly(encoder, decoder, formulation)
+        else:
+            out = carafe(decoder, self._kernels(encoder, decoder),
+                         scale_factor=self.scale_factor, kernel_size=self.kernel_size,
+                         group_size=self.group_size, implementation=self.implementation)
         return support.from_channels_last(out, self.data_format)
 
     def compute_kernels(self, encoder_feature, decoder_feature):

@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_carafe import backend
 from keras_carafe.layers import reassembly_layer
-from keras_carafe.ops import validation
+from keras_carafe.ops import export_formulation, validation
 
 
 # `data_format` argument -> "channels_last" / "channels_first", as in the CARAFE layers.
@@ -109,11 +109,19 @@ def softmax_logits(logits, groups, taps, dtype):
     return ops.cast(ops.reshape(weights, (n, h, w, groups * taps)), dtype)
 
 
+def per_sub_pixel(x, scale_factor):
+    """(N, H, W, C) -> (N, H, W, s*s*C), one copy per sub-pixel: a nearest upsampling's
+    cells. A concatenation, not a Tile: OpenVINO 2026.4 gives that Tile a wrong shape where
+    the spatial sizes are unknown ((1, 12, 5, 1) for (1, 3, 5, 4))."""
+    return ops.concatenate([x] * (scale_factor * scale_factor), axis=-1)
+
+
 def nearest_upsample(x, scale_factor):
-    """(N, H, W, C) -> (N, H*s, W*s, C), each pixel repeated s x s times."""
+    """(N, H, W, C) -> (N, H*s, W*s, C), each pixel repeated s x s times, in rank 4 (for the
+    runtimes and delegates that take no more)."""
     if scale_factor == 1:
         return x
-    return ops.repeat(ops.repeat(x, scale_factor, axis=1), scale_factor, axis=2)
+    return export_formulation.depth_to_space(per_sub_pixel(x, scale_factor), scale_factor)
 
 
 def check_export_format(layer):

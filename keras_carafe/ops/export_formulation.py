@@ -33,6 +33,11 @@ over taps, compared in each runtime by `benchmarks/export_formulations.py`:
 
 `FORMULATION` maps each format to the one measured fastest there (for LiteRT,
 with XNNPACK, the interpreter's default).
+
+SAPA's local similarity has one exported form, `similarity_cells`: the
+windows of the keys concatenated, times the transposed queries of each cell,
+so that the transposes are of the queries and of the `phases * k * k`
+similarities, never of the patches.
 """
 
 import contextlib
@@ -254,11 +259,7 @@ def reassemble_cells(geometry, features, weights, formulation, mask=True):
     features = ops.cast(features, compute_dtype)
     weights = ops.cast(weights, compute_dtype)
     if mask:
-        h, w = _size(features, 1), _size(features, 2)
-        inside = portable.inside_taps(geometry, h, w)  # (Hc, Wc, G*k*k)
-        if geometry.phases > 1:
-            inside = ops.tile(inside, (1, 1, geometry.phases))
-        inside = ops.expand_dims(inside, 0)
+        inside = _inside(geometry, _size(features, 1), _size(features, 2))
         weights = ops.where(inside, weights, ops.zeros((), compute_dtype))
     out = _SUMS[formulation](features, weights, geometry)
     if geometry.upsampling:
@@ -266,8 +267,64 @@ def reassemble_cells(geometry, features, weights, formulation, mask=True):
     return ops.cast(out, dtype)
 
 
+def reassemble_logits(geometry, features, logits, formulation):
+    """A layer's exported output: the reassembly of `features` with the softmax of its cell
+    logits (N, Hc, Wc, phases*G*k*k). 16-bit logits are normalized in float32; softmax
+    weights are finite, so the taps outside the image multiply zero padding, unmasked."""
+    if dtype_name(logits) not in ("float32", "float64"):
+        logits = ops.cast(logits, "float32")
+    return reassemble_cells(geometry, features, normalize(logits, geometry), formulation,
+                            mask=False)
+
+
 def reassemble(geometry, features, kernels, formulation):
     """The reassembly with kernels at output resolution, as `keras_carafe.ops` takes them."""
     if geometry.upsampling:
         kernels = space_to_depth(kernels, geometry.factor)
     return reassemble_cells(geometry, features, kernels, formulation)
+
+
+def _inside(geometry, h, w):
+    """(1, Hc, Wc, phases*G*k*k): whether each cell weight's tap lies inside the image."""
+    inside = portable.inside_taps(geometry, h, w)  # (Hc, Wc, G*k*k)
+    if geometry.phases > 1:
+        inside = ops.tile(inside, (1, 1, geometry.phases))
+    return ops.expand_dims(inside, 0)
+
+
+def similarity_cells(geometry, queries, keys, mask=True):
+    """SAPA's local similarity (upsampling geometry) at cell resolution.
+
+    Queries (N, H*s, W*s, C) and keys (N, H, W, C) give (N, H, W,
+    phases*G*k*k) in the order of the cell weights that `reassemble_cells`
+    takes, `(phase, group, tap)`. `mask=False` skips the zeroing of taps
+    outside the image: their keys are zero padding, so only an inf or NaN
+    query would show.
+    """
+    dtype = dtype_name(queries)
+    compute_dtype = "float64" if dtype == "float64" else "float32"
+    queries = ops.cast(queries, compute_dtype)
+    keys = ops.cast(keys, compute_dtype)
+    g, taps, phases = geometry.group_size, geometry.taps, geometry.phases
+    h, w, c = _size(keys, 1), _size(keys, 2), keys.shape[3]
+    cg = c // g
+    cells = ops.reshape(space_to_depth(queries, geometry.factor), (-1, h * w, phases, c))
+    windows = _windows(keys, geometry)
+    outputs = []
+    for group in range(g):
+        parts = windows if g == 1 else [win[..., group * cg:(group + 1) * cg] for win in windows]
+        patches = ops.reshape(ops.concatenate(parts, axis=-1), (-1, h * w, taps, cg))
+        group_queries = cells if g == 1 else cells[..., group * cg:(group + 1) * cg]
+        # (cells, k*k, C/G) x (cells, C/G, phases), then taps last.
+        products = ops.matmul(patches, ops.transpose(group_queries, (0, 1, 3, 2)))
+        outputs.append(ops.transpose(products, (0, 1, 3, 2)))
+    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=-1)
+    out = ops.reshape(out, (-1, h, w, phases * g * taps))
+    if mask:
+        out = ops.where(_inside(geometry, h, w), out, ops.zeros((), compute_dtype))
+    return ops.cast(out, dtype)
+
+
+def local_similarity(geometry, queries, keys):
+    """The local similarity at output resolution, as `keras_carafe.ops` returns it."""
+    return depth_to_space(similarity_cells(geometry, queries, keys), geometry.factor)

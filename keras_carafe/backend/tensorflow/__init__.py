@@ -50,6 +50,8 @@ def local_similarity(chosen, geometry, queries, keys, shapes_known):
         return compiled.local_similarity(geometry, queries, keys)
     if chosen == "fallback":
         run = fallback.local_similarity
+    elif exported_formulation():
+        run = export_formulation.local_similarity
     else:
         run = functools.partial(portable_similarity.local_similarity, fused=in_xla_context())
 

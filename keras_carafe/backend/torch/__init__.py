@@ -63,6 +63,8 @@ def reassemble(chosen, geometry, features, kernels, shapes_known):
 def local_similarity(chosen, geometry, queries, keys, shapes_known):
     if chosen == "op":
         return compiled.local_similarity(geometry, queries, keys)
+    if exported_formulation():
+        return export_formulation.local_similarity(geometry, queries, keys)
     return portable_similarity.local_similarity(geometry, queries, keys)
 
 
