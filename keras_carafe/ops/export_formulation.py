@@ -47,6 +47,7 @@ import numpy as np
 from keras import ops
 
 from keras_carafe.ops import implementation, portable
+from keras_carafe.ops.validation import axis_size as _size
 from keras_carafe.ops.validation import dtype_name
 
 FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv")
@@ -84,12 +85,6 @@ def formulation_while(target):
     if target is None and not implementation.portable_forced():
         return ""
     return formulation_for(target)
-
-
-def _size(x, axis):
-    """`x.shape[axis]` as an int where it is static, else a scalar tensor."""
-    size = x.shape[axis]
-    return size if isinstance(size, int) else ops.shape(x)[axis]
 
 
 def depth_to_space(x, block_size):

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_carafe.ops.validation import axis_size as _size
 from keras_carafe.ops.validation import dtype_name
 
 
@@ -78,12 +79,6 @@ def bilinear_sample(features, x, y, group_size, anchors=(0, 0)):
     out = (corner(y0, x0, (1 - fx) * (1 - fy)) + corner(y0, x1, fx * (1 - fy))
            + corner(y1, x0, (1 - fx) * fy) + corner(y1, x1, fx * fy))
     return ops.cast(ops.reshape(out, (-1, oh, ow, c)), dtype)
-
-
-def _size(x, axis):
-    """`x.shape[axis]` as an int where it is static, else a scalar tensor."""
-    size = x.shape[axis]
-    return size if isinstance(size, int) else ops.shape(x)[axis]
 
 
 def _take_rows(table, index):

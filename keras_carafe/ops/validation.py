@@ -60,6 +60,13 @@ def _size(dim):
         return None
 
 
+def axis_size(x, axis):
+    """`x.shape[axis]` as an int where it is static, else a scalar tensor (for reshapes
+    that name static sizes as numbers, so that exported graphs read no shape)."""
+    size = x.shape[axis]
+    return size if isinstance(size, int) else keras.ops.shape(x)[axis]
+
+
 def static_shape(tensor):
     """The shape as a tuple with None for unknown sizes, or None for an unknown rank."""
     try:
