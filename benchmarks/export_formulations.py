@@ -6,19 +6,23 @@ channels), is exported with each way of writing its CARAFE layers:
 
 - rank5: the portable path as exports held it before `export_formulation` (rank-5
   pixel shuffles and patches, shape arithmetic from the open batch);
-- tap_sum, patches_matmul, one_hot_conv: the formulations of
+- tap_sum, tap_outer, patches_matmul, one_hot_conv, band_matmul: the formulations of
   `keras_carafe.ops.export_formulation`;
+- band_matmul/N (`--band-cells N`): band_matmul with blocks of N cells instead of
+  `BAND_CELLS`;
 - twin: the "predictor twin", the same compressor, encoder and softmax, whose output is each
   source pixel times one weight of each of its kernels: what the model costs without the
   reassembly (the kernels must be used, or the exporters drop their prediction).
 
 Each file runs in onnxruntime, LiteRT with XNNPACK (its default) and without (the builtin
-kernels), and OpenVINO (f32 precision hint), with `--threads` threads (default 2); the table
-gives the median time of `--runs` calls after a warm-up, the interquartile range, the ratio
-to the twin in the same runtime, the largest tensor rank and the number of Shape operations
-in the exported graph:
+kernels), and OpenVINO (f32 precision hint), with `--threads` threads (default 2). Each of
+`--rounds` rounds times every file in turn (the median of `--runs` calls after a warm-up);
+the table gives the median of the rounds' times, the median of the rounds' ratios to the
+twin in the same runtime with their range, the largest tensor rank and the number of Shape
+operations in the exported graph:
 
-    python benchmarks/export_formulations.py [--runs 200] [--threads 2] [--size 128]
+    python benchmarks/export_formulations.py [--runs 100] [--rounds 5] [--threads 2] [--size 128]
+        [--only VARIANTS] [--band-cells 4,16]
 """
 
 import argparse
@@ -77,12 +81,20 @@ def build_model(variant, size, channels=64, seed=0):
 
 def export(model, variant, directory):
     """The model's onnx, litert and openvino files, traced with `variant`'s formulation."""
-    paths = {"onnx": directory / f"{variant}.onnx", "litert": directory / f"{variant}.tflite",
-             "openvino": directory / f"{variant}.xml"}
-    formulation = variant if variant in export_formulation.FORMULATIONS else "tap_sum"
-    with export_formulation.using(formulation):
-        for fmt, path in paths.items():
-            model.export(str(path), format=fmt, verbose=False)
+    stem = variant.replace("/", "-")
+    paths = {"onnx": directory / f"{stem}.onnx", "litert": directory / f"{stem}.tflite",
+             "openvino": directory / f"{stem}.xml"}
+    formulation, _, cells = variant.partition("/")
+    if formulation not in export_formulation.FORMULATIONS:
+        formulation = "tap_sum"
+    default_cells = export_formulation.BAND_CELLS
+    export_formulation.BAND_CELLS = int(cells) if cells else default_cells
+    try:
+        with export_formulation.using(formulation):
+            for fmt, path in paths.items():
+                model.export(str(path), format=fmt, verbose=False)
+    finally:
+        export_formulation.BAND_CELLS = default_cells
     return paths
 
 
@@ -108,23 +120,45 @@ def runners(paths, threads):
     }
 
 
+def _summary(values):
+    import statistics
+    return statistics.median(values), min(values), max(values)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=100, help="timed calls per round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds; each times every variant in turn in every runtime")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--only", default=",".join(VARIANTS),
                         help=f"comma-separated variants among {', '.join(VARIANTS)}")
+    parser.add_argument("--band-cells", default="",
+                        help="comma-separated block widths: each adds a variant "
+                             "band_matmul/N, band_matmul with blocks of N cells (default "
+                             f"{export_formulation.BAND_CELLS})")
     args = parser.parse_args(argv)
+    try:
+        args.band_cells = [int(n) for n in args.band_cells.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--band-cells must be comma-separated integers, got {args.band_cells!r}")
+    if any(n < 1 for n in args.band_cells):
+        parser.error(f"--band-cells must be positive integers, got {args.band_cells}")
     variants = [v.strip() for v in args.only.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"--only: unknown variants {unknown}; choose among {', '.join(VARIANTS)}")
+    for name in ("runs", "rounds", "threads", "size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    for cells in args.band_cells:
+        variants.append(f"band_matmul/{cells}")
     if "twin" not in variants:
         variants.append("twin")
 
     x = np.random.default_rng(0).standard_normal((1, args.size, args.size, 3)).astype("float32")
-    results, facts = {}, {}
+    calls, facts, errors = {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
             model = build_model(variant, args.size)
@@ -132,24 +166,32 @@ def main(argv=None):
             facts[variant] = graph_facts(paths)
             expected = model.predict(x, verbose=0)
             for runtime, run in runners(paths, args.threads).items():
-                error = float(np.abs(run(x) - expected).max())
-                results[variant, runtime] = (*runtimes.timed(run, x, args.runs), error)
+                if variant != "twin":
+                    errors.append(float(np.abs(run(x) - expected).max()))
+                calls[variant, runtime] = run
+        # Rounds interleave the variants, so that a slower spell of the machine falls on
+        # all of them; each ratio compares a variant with the twin of the same round.
+        times = {key: [] for key in calls}
+        for _ in range(args.rounds):
+            for key, run in calls.items():
+                times[key].append(runtimes.timed(run, x, args.runs)[0])
 
-    columns = list(dict.fromkeys(runtime for _, runtime in results))
+    columns = list(dict.fromkeys(runtime for _, runtime in calls))
     print(f"model: {args.size}x{args.size}x3 -> 2 CARAFE layers (s2, k5, 64 channels); "
-          f"{args.threads} threads, median of {args.runs} runs [interquartile range], ms")
+          f"{args.threads} threads; ms: median of {args.rounds} rounds' medians of "
+          f"{args.runs} runs; ratio to the twin: median of the rounds' ratios [their range]")
     print(f"{'variant':15s}" + "".join(f"{r:>31s}" for r in columns)
           + "  max rank  Shape ops (litert/onnx)")
     for variant in variants:
         cells = []
         for runtime in columns:
-            median, q1, q3, error = results[variant, runtime]
-            ratio = median / results["twin", runtime][0]
-            cells.append(f"{median:.2f} [{q1:.2f}, {q3:.2f}] {ratio:.2f}x")
+            median = _summary(times[variant, runtime])[0]
+            ratio, low, high = _summary([a / b for a, b in zip(times[variant, runtime],
+                                                                 times["twin", runtime])])
+            cells.append(f"{median:.2f} {ratio:.2f}x [{low:.2f}, {high:.2f}]")
         rank, litert_shapes, onnx_shapes = facts[variant]
         print(f"{variant:15s}" + "".join(f"{c:>31s}" for c in cells)
               + f"  {rank:8d}  {litert_shapes}/{onnx_shapes}")
-    errors = [results[key][3] for key in results if key[0] != "twin"]
     if errors:
         print(f"largest difference from Keras's output (every variant but the twin, every "
               f"runtime): {max(errors):.1e}")

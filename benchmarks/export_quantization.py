@@ -24,10 +24,11 @@ Recipes, each timed in its runtime (LiteRT with XNNPACK, onnxruntime's CPU provi
 
     python benchmarks/export_quantization.py [--models layer,down,network,fade,sapa,dysample]
         [--runs 100]
-        [--rounds 3] [--threads 2]
+        [--rounds 3] [--threads 2] [--formulation band_matmul]
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from keras_carafe import (CARAFE, FADE, SAPA, CARAFEDownsample, DySample,  # noqa: E402
                           runtimes)
+from keras_carafe.ops import export_formulation  # noqa: E402
 from keras_carafe.quantization import export_int8  # noqa: E402
 
 MODELS = ("layer", "down", "network", "fade", "sapa", "dysample")
@@ -148,6 +150,9 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--formulation", choices=export_formulation.FORMULATIONS,
+                        help="the exported reassembly's formulation for every file (default: "
+                             "each format's, export_formulation.FORMULATION)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
@@ -159,7 +164,9 @@ def main(argv=None):
           f"range], batch 1, {args.threads} threads")
     print(f"{'model':8s} {'recipe':18s} {'CARAFE error':>12s} {'twin error':>10s} "
           f"{'ratio':>6s} {'CARAFE ms':>22s} {'twin ms':>20s}")
-    with tempfile.TemporaryDirectory() as tmp:
+    chosen = (export_formulation.using(args.formulation) if args.formulation
+              else contextlib.nullcontext())
+    with tempfile.TemporaryDirectory() as tmp, chosen:
         for name in models:
             carafe = evaluate(name, False, Path(tmp), args.runs, args.threads, args.rounds)
             twin = evaluate(name, True, Path(tmp), args.runs, args.threads, args.rounds)

@@ -48,6 +48,46 @@ def test_downsampling_matches_the_reference(rng, formulation, case):
                                atol=1e-5)
 
 
+# Rows of many cells, in blocks that do and do not divide them, with one or several slabs of
+# columns per block (the shape grids' widths all fit in one block of BAND_CELLS).
+BAND_CASES = [
+    (1, 3, 17, 3, 2, 5, 1),     # 17 cells: a last block of 1, 2 or 8
+    (2, 4, 16, 4, 2, 3, 2),     # blocks that divide the width, 2 groups
+    (1, 2, 9, 2, 3, 7, 1),      # 7 x 7 kernel: a block of 2 reads 4 slabs of 2 columns
+    (1, 5, 12, 8, 4, 3, 4),     # scale 4, 4 groups
+]
+BAND_DOWNSAMPLE_CASES = [
+    (1, 19, 37, 3, 2, 5, 1),    # odd sizes: 19 cells per row
+    (1, 13, 29, 4, 3, 7, 2),    # stride 3, 7 x 7 kernel, 2 groups
+    (2, 8, 20, 2, 2, 5, 1),     # even sizes, batch 2
+]
+
+
+@pytest.mark.parametrize("cells", [2, 3, 8])
+@pytest.mark.parametrize("case", BAND_CASES, ids=case_id)
+def test_band_blocks_of_any_width_upsample_like_the_reference(rng, monkeypatch, cells, case):
+    monkeypatch.setattr(export_formulation, "BAND_CELLS", cells)
+    n, h, w, c, s, k, g = case
+    features, kernels = random_inputs(rng, n, h, w, c, s, k, g)
+    out = export_formulation.reassemble(validation.upsampling(s, k, g), features, kernels,
+                                        "band_matmul")
+    np.testing.assert_allclose(ops.convert_to_numpy(out),
+                               carafe_reference(features, kernels, s, k, g), atol=1e-5)
+
+
+@pytest.mark.parametrize("cells", [2, 3, 8])
+@pytest.mark.parametrize("case", BAND_DOWNSAMPLE_CASES, ids=case_id)
+def test_band_blocks_of_any_width_downsample_like_the_reference(rng, monkeypatch, cells, case):
+    monkeypatch.setattr(export_formulation, "BAND_CELLS", cells)
+    n, h, w, c, stride, k, g = case
+    features, kernels = random_downsample_inputs(rng, n, h, w, c, stride, k, g)
+    out = export_formulation.reassemble(validation.downsampling(stride, k, g), features,
+                                        kernels, "band_matmul")
+    np.testing.assert_allclose(ops.convert_to_numpy(out),
+                               carafe_downsample_reference(features, kernels, stride, k, g),
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 def test_an_infinite_weight_on_a_tap_outside_the_image_contributes_nothing(rng, formulation):
     features, kernels = random_inputs(rng, 1, 3, 3, 2, 2, 3, 1)
@@ -113,7 +153,7 @@ def test_the_layers_exported_path_gives_their_usual_output(rng, formulation, lay
     np.testing.assert_allclose(exported, expected, atol=1e-5)
 
 
-def test_the_default_formulation_of_every_format_is_one_of_the_three():
+def test_the_default_formulation_of_every_format_is_a_known_one():
     for target in ("onnx", "litert", "openvino", "tf_saved_model", None):
         assert export_formulation.formulation_for(target) in FORMULATIONS
     with export_formulation.using("tap_sum"):

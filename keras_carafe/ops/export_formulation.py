@@ -16,7 +16,7 @@ into partitions at every operation they cannot take:
 
 Everything runs at *cell* resolution (`geometry`): the kernels stay in the
 channel order in which the CARAFE encoder predicts them, `(phase, group,
-tap)`, and only the result is pixel-shuffled. Four formulations of the sum
+tap)`, and only the result is pixel-shuffled. Five formulations of the sum
 over taps, compared in each runtime by `benchmarks/export_formulations.py`:
 
 - "tap_sum": per phase, group and tap, a window of the padded features times
@@ -29,7 +29,15 @@ over taps, compared in each runtime by `benchmarks/export_formulations.py`:
   batched matmul per group, `(cells, phases, k*k) x (cells, k*k, C/G)`;
 - "one_hot_conv": the windows gathered by a depthwise convolution with
   one-hot filters, then a matmul per group (its output, phases last, is
-  transposed back for upsampling).
+  transposed back for upsampling);
+- "band_matmul": each row of cells cut into blocks of `BAND_CELLS` cells; a
+  block reads `k` rows of `(BAND_CELLS - 1) * stride + k` padded columns
+  (for k = 5 and upsampling, 7.5 times the features' size, not 25), and its
+  kernels, placed as a banded matrix by a skewed reshape (row: cell and
+  phase; column: tap row and column, zeros off the band), multiply them in one batched matmul:
+  `(blocks, cells*phases, k*span) x (blocks, k*span, C/G)`. The zeros cost
+  `span / k` times the arithmetic (2.4x for k = 5), far less than writing
+  the patches. Needs a static width (else it is "patches_matmul").
 
 `FORMULATION` maps each format to the one measured fastest there (for LiteRT,
 with XNNPACK, the interpreter's default).
@@ -50,13 +58,13 @@ from keras_carafe.ops import implementation, portable
 from keras_carafe.ops.validation import axis_size as _size
 from keras_carafe.ops.validation import dtype_name
 
-FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv")
+FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv", "band_matmul")
 
-# Measured with benchmarks/export_formulations.py (docs/deployment.md).
-# None: an export that is not Keras's own (`force_portable`, torch.onnx, jax2tf).
-FORMULATION = {"onnx": "patches_matmul", "litert": "patches_matmul",
-               "openvino": "patches_matmul", "tf_saved_model": "patches_matmul",
-               None: "patches_matmul"}
+# Measured with benchmarks/export_formulations.py (docs/deployment.md); the TensorFlow
+# runtime of tf_saved_model, and the exports that are not Keras's own (None:
+# `force_portable`, torch.onnx, jax2tf), are not measured there and keep the patches.
+FORMULATION = {"onnx": "band_matmul", "litert": "band_matmul", "openvino": "band_matmul",
+               "tf_saved_model": "patches_matmul", None: "patches_matmul"}
 
 _override = contextvars.ContextVar("keras_carafe_export_formulation", default=None)
 
@@ -238,8 +246,94 @@ def _one_hot_conv(features, weights, geometry):
     return ops.reshape(out, (-1, hc, wc, phases * c))
 
 
+# Cells per block of "band_matmul": measured with benchmarks/export_formulations.py
+# (docs/deployment.md); wider blocks multiply more zeros, narrower ones copy more columns.
+BAND_CELLS = 8
+
+
+def _band_layout(geometry, wc):
+    """(cells per block, blocks per row, padded columns one block reads)."""
+    cells = min(BAND_CELLS, wc)
+    return cells, -(-wc // cells), (cells - 1) * geometry.cell_stride + geometry.kernel_size
+
+
+def _column_blocks(features, geometry, cells, blocks, span):
+    """(N, Hc*blocks, k*span, C): for each block of `cells` cells of a row, the `k` padded
+    rows times `span` padded columns that its cells read, rows outer.
+
+    For k = 5 and blocks of 8 the result holds 7.5 times the features when
+    upsampling (3 times when downsampling by 2), where the patches hold 25
+    (6.25) times them. The zero padding is one Pad, in the (N, H, W*C) form of
+    `_padded`, with the columns past the last block; the columns come as slabs
+    of whole blocks' width.
+    """
+    k, stride, r = geometry.kernel_size, geometry.cell_stride, geometry.radius
+    h, w, c = _size(features, 1), _size(features, 2), features.shape[3]
+    step = cells * stride
+    slabs = -(-span // step)
+    right = max((blocks + slabs - 1) * step - w - r, 0)
+    rows = ops.pad(ops.reshape(features, (-1, h, w * c)),
+                   ((0, 0), (r, r), (r * c, right * c)))
+    padded = ops.reshape(rows, (-1, h + 2 * r, w + r + right, c))
+    parts = []
+    for m in range(slabs):
+        slab = ops.reshape(padded[:, :, m * step:(m + blocks) * step, :], (-1, blocks, step, c))
+        width = min(step, span - m * step)
+        parts.append(slab if width == step else slab[:, :, :width, :])
+    columns = parts[0] if slabs == 1 else ops.concatenate(parts, axis=2)
+    columns = ops.reshape(columns, (-1, h + 2 * r, blocks, span * c))
+    # Rows ky, ky + stride, ... as in `portable._windows`: Hc of them, whatever H is.
+    taps_rows = [columns[:, ky:(ky - (k - 1)) or None:stride] for ky in range(k)]
+    stacked = taps_rows[0] if k == 1 else ops.concatenate(taps_rows, axis=-1)
+    return ops.reshape(stacked, (-1, _size(stacked, 1) * blocks, k * span, c))
+
+
+def _bands(weights, geometry, cells, blocks, span):
+    """(N, Hc*blocks, cells*phases, G*k*span): each block's weights as the matrix whose row
+    (cell j, phase) holds tap (ky, kx) of every group in column (group, ky, kx + j*stride),
+    zeros elsewhere, so that it multiplies `_column_blocks`."""
+    k, stride = geometry.kernel_size, geometry.cell_stride
+    g, phases = geometry.group_size, geometry.phases
+    hc, wc = _size(weights, 1), weights.shape[2]
+    if cells * blocks > wc:  # cells past the last column weigh nothing
+        weights = ops.pad(weights, ((0, 0), (0, 0), (0, cells * blocks - wc), (0, 0)))
+    if cells == 1:  # span == k: the band is the weights
+        return ops.reshape(weights, (-1, hc * blocks, phases, g * k * span))
+    # A skewed reshape: each tap row padded from k to span columns gives every cell its
+    # `length` values of the band unshifted; padded by `stride` more and read back
+    # `length` at a time, cell j's values start j * stride later. (A constant one-hot
+    # matmul could place them too, but int8 graphs would then hold a second matmul.)
+    length = phases * g * k * span
+    rows = ops.reshape(weights, (-1, hc * blocks * cells * phases * g * k, k))
+    rows = ops.pad(rows, ((0, 0), (0, 0), (0, span - k)))
+    rows = ops.pad(ops.reshape(rows, (-1, cells, length)), ((0, 0), (0, 0), (0, stride)))
+    skewed = ops.reshape(rows, (-1, hc * blocks, cells * (length + stride)))
+    return ops.reshape(skewed[:, :, :cells * length], (-1, hc * blocks, cells * phases,
+                                                        g * k * span))
+
+
+def _band_matmul(features, weights, geometry):
+    wc = weights.shape[2]
+    if not isinstance(wc, int):  # a dynamic width: the blocks need its value
+        return _patches_matmul(features, weights, geometry)
+    g, k, c = geometry.group_size, geometry.kernel_size, features.shape[3]
+    cg = c // g
+    hc = _size(weights, 1)
+    cells, blocks, span = _band_layout(geometry, wc)
+    stacked = _column_blocks(features, geometry, cells, blocks, span)
+    bands = _bands(weights, geometry, cells, blocks, span)
+    outputs = []
+    for group in range(g):
+        band = bands if g == 1 else bands[..., group * k * span:(group + 1) * k * span]
+        part = stacked if g == 1 else stacked[..., group * cg:(group + 1) * cg]
+        outputs.append(ops.matmul(band, part))  # (N, Hc*blocks, cells*phases, C/G)
+    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=-1)
+    out = ops.reshape(out, (-1, hc, blocks * cells, geometry.phases * c))
+    return out if blocks * cells == wc else out[:, :, :wc, :]
+
+
 _SUMS = {"tap_sum": _tap_sum, "tap_outer": _tap_outer, "patches_matmul": _patches_matmul,
-         "one_hot_conv": _one_hot_conv}
+         "one_hot_conv": _one_hot_conv, "band_matmul": _band_matmul}
 
 
 def reassemble_cells(geometry, features, weights, formulation, mask=True):
