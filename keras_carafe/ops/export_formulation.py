@@ -37,7 +37,9 @@ over taps, compared in each runtime by `benchmarks/export_formulations.py`:
   phase; column: tap row and column, zeros off the band), multiply them in one batched matmul:
   `(blocks, cells*phases, k*span) x (blocks, k*span, C/G)`. The zeros cost
   `span / k` times the arithmetic (2.4x for k = 5), far less than writing
-  the patches. Needs a static width (else it is "patches_matmul").
+  the patches. Needs a static width (else it is "patches_matmul"). An inf or
+  NaN feature reaches every cell of the blocks that read its column (zero
+  times it is NaN), not only the cells whose taps read it.
 
 `FORMULATION` maps each format to the one measured fastest there (for LiteRT,
 with XNNPACK, the interpreter's default).
