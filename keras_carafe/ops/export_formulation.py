@@ -62,7 +62,8 @@ from keras_carafe.ops.validation import dtype_name
 
 FORMULATIONS = ("tap_sum", "tap_outer", "patches_matmul", "one_hot_conv", "band_matmul")
 
-# Measured with benchmarks/export_formulations.py (docs/deployment.md); the TensorFlow
+# Measured with benchmarks/export_formulations.py (docs/deployment.md; in OpenVINO the
+# band and the patches tie, and the band is kept for one edge formulation); the TensorFlow
 # runtime of tf_saved_model, and the exports that are not Keras's own (None:
 # `force_portable`, torch.onnx, jax2tf), are not measured there and keep the patches.
 FORMULATION = {"onnx": "band_matmul", "litert": "band_matmul", "openvino": "band_matmul",
