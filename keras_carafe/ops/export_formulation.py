@@ -135,8 +135,9 @@ def normalize(logits, geometry):
     return ops.reshape(ops.softmax(groups, axis=-1), (-1, h, w, channels))
 
 
-def _padded(features, geometry):
-    """The features with `r` zeros on every side, padded as (N, H, W*C).
+def _padded(features, geometry, right=None):
+    """The features with `r` zeros on every side (`right` columns on the right instead,
+    where given), padded as (N, H, W*C).
 
     tf2onnx writes a channels-last convolution as a Transpose around a
     channels-first Conv, and its optimizer pushes that Transpose through every
@@ -145,11 +146,12 @@ def _padded(features, geometry):
     It does not cross a reshape.
     """
     r = geometry.radius
-    if r == 0:
+    right = r if right is None else right
+    if r == 0 and right == 0:
         return features
     h, w, c = _size(features, 1), _size(features, 2), features.shape[3]
-    rows = ops.pad(ops.reshape(features, (-1, h, w * c)), ((0, 0), (r, r), (r * c, r * c)))
-    return ops.reshape(rows, (-1, h + 2 * r, w + 2 * r, c))
+    rows = ops.pad(ops.reshape(features, (-1, h, w * c)), ((0, 0), (r, r), (r * c, right * c)))
+    return ops.reshape(rows, (-1, h + 2 * r, w + r + right, c))
 
 
 def _windows(features, geometry):
@@ -266,18 +268,14 @@ def _column_blocks(features, geometry, cells, blocks, span):
 
     For k = 5 and blocks of 8 the result holds 7.5 times the features when
     upsampling (3 times when downsampling by 2), where the patches hold 25
-    (6.25) times them. The zero padding is one Pad, in the (N, H, W*C) form of
-    `_padded`, with the columns past the last block; the columns come as slabs
-    of whole blocks' width.
+    (6.25) times them. The zero padding is one Pad (`_padded`), with the columns
+    past the last block; the columns come as slabs of whole blocks' width.
     """
     k, stride, r = geometry.kernel_size, geometry.cell_stride, geometry.radius
     h, w, c = _size(features, 1), _size(features, 2), features.shape[3]
     step = cells * stride
     slabs = -(-span // step)
-    right = max((blocks + slabs - 1) * step - w - r, 0)
-    rows = ops.pad(ops.reshape(features, (-1, h, w * c)),
-                   ((0, 0), (r, r), (r * c, right * c)))
-    padded = ops.reshape(rows, (-1, h + 2 * r, w + r + right, c))
+    padded = _padded(features, geometry, right=max((blocks + slabs - 1) * step - w - r, 0))
     parts = []
     for m in range(slabs):
         slab = ops.reshape(padded[:, :, m * step:(m + blocks) * step, :], (-1, blocks, step, c))
