@@ -19,7 +19,8 @@ kernels), and OpenVINO (f32 precision hint), with `--threads` threads (default 2
 `--rounds` rounds times every file in turn (the median of `--runs` calls after a warm-up);
 the table gives the median of the rounds' times, the median of the rounds' ratios to the
 twin in the same runtime with their range, the largest tensor rank and the number of Shape
-operations in the exported graph:
+operations in the exported graph, and how many parts of the LiteRT file XNNPACK runs (1: all
+of it; each operator it cannot take splits the graph):
 
     python benchmarks/export_formulations.py [--runs 100] [--rounds 5] [--threads 2] [--size 128]
         [--only VARIANTS] [--band-cells 4,16]
@@ -99,7 +100,8 @@ def export(model, variant, directory):
 
 
 def graph_facts(paths):
-    """(largest tensor rank, Shape operations) of the LiteRT graph, and the ONNX Shape count."""
+    """(largest tensor rank, Shape operations) of the LiteRT graph, the ONNX Shape count, and
+    the parts of the LiteRT file that XNNPACK runs."""
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
@@ -107,7 +109,7 @@ def graph_facts(paths):
     rank = max(len(t["shape_signature"]) for t in interpreter.get_tensor_details())
     litert_shapes = sum(op["op_name"] == "SHAPE" for op in interpreter._get_ops_details())
     onnx_shapes = sum(n.op_type == "Shape" for n in onnx.load(str(paths["onnx"])).graph.node)
-    return rank, litert_shapes, onnx_shapes
+    return rank, litert_shapes, onnx_shapes, runtimes.xnnpack_partitions(paths["litert"])
 
 
 def runners(paths, threads):
@@ -181,7 +183,7 @@ def main(argv=None):
           f"{args.threads} threads; ms: median of {args.rounds} rounds' medians of "
           f"{args.runs} runs; ratio to the twin: median of the rounds' ratios [their range]")
     print(f"{'variant':15s}" + "".join(f"{r:>31s}" for r in columns)
-          + "  max rank  Shape ops (litert/onnx)")
+          + "  max rank  Shape ops (litert/onnx)  XNNPACK parts")
     for variant in variants:
         cells = []
         for runtime in columns:
@@ -189,9 +191,9 @@ def main(argv=None):
             ratio, low, high = _summary([a / b for a, b in zip(times[variant, runtime],
                                                                  times["twin", runtime])])
             cells.append(f"{median:.2f} {ratio:.2f}x [{low:.2f}, {high:.2f}]")
-        rank, litert_shapes, onnx_shapes = facts[variant]
+        rank, litert_shapes, onnx_shapes, parts = facts[variant]
         print(f"{variant:15s}" + "".join(f"{c:>31s}" for c in cells)
-              + f"  {rank:8d}  {litert_shapes}/{onnx_shapes}")
+              + f"  {rank:8d}  {f'{litert_shapes}/{onnx_shapes}':>23s}  {parts:13d}")
     if errors:
         print(f"largest difference from Keras's output (every variant but the twin, every "
               f"runtime): {max(errors):.1e}")

@@ -19,8 +19,9 @@ Recipes, each timed in its runtime (LiteRT with XNNPACK, onnxruntime's CPU provi
 - litert float32, onnx float32: `model.export` as it is;
 - litert int8, onnx int8: `keras_carafe.quantization.export_int8` (full-integer LiteRT;
   onnxruntime's static QDQ quantization);
-- onnx int8 float-re: the same with `float_reassembly=True` (the layers' operators but
-  their convolutions left in float; the twins, which have none, are the onnx int8 file).
+- litert int8 float-re, onnx int8 float-re: the same with `float_reassembly=True` (the
+  layers' operators but their convolutions left in float; the twins, which have none, are
+  quantized whole, as by the int8 recipe).
 
     python benchmarks/export_quantization.py [--models layer,down,network,fade,sapa,dysample]
         [--runs 100]
@@ -103,7 +104,8 @@ def error_percent(got, expected):
     return 100 * float(np.sqrt(np.mean((got - expected) ** 2))) / spread
 
 
-RECIPES = ("litert float32", "litert int8", "onnx float32", "onnx int8", "onnx int8 float-re")
+RECIPES = ("litert float32", "litert int8", "litert int8 float-re", "onnx float32", "onnx int8",
+           "onnx int8 float-re")
 
 
 def evaluate(name, twin, directory, runs, threads, rounds):
@@ -162,7 +164,7 @@ def main(argv=None):
     print("error: RMS difference from the float model, % of its output range (16 inputs); "
           f"latency: median of {args.rounds} rounds of {args.runs} runs each [the rounds' "
           f"range], batch 1, {args.threads} threads")
-    print(f"{'model':8s} {'recipe':18s} {'CARAFE error':>12s} {'twin error':>10s} "
+    print(f"{'model':8s} {'recipe':20s} {'CARAFE error':>12s} {'twin error':>10s} "
           f"{'ratio':>6s} {'CARAFE ms':>22s} {'twin ms':>20s}")
     chosen = (export_formulation.using(args.formulation) if args.formulation
               else contextlib.nullcontext())
@@ -174,7 +176,7 @@ def main(argv=None):
                 (error, ms), (twin_error, twin_ms) = carafe[recipe], twin[recipe]
                 # A twin that its runtime leaves unquantized has no error to compare with.
                 ratio = f"{error / twin_error:6.2f}" if twin_error > 1e-4 else f"{'-':>6s}"
-                print(f"{name:8s} {recipe:18s} {error:12.3f} {twin_error:10.3f} {ratio} "
+                print(f"{name:8s} {recipe:20s} {error:12.3f} {twin_error:10.3f} {ratio} "
                       f"{_ms(ms):>22s} {_ms(twin_ms):>20s}")
 
 

@@ -8,9 +8,12 @@ int8, or a warning names the layers that kept float operators and which ones.
   (`Optimize.DEFAULT`, the representative dataset, `TFLITE_BUILTINS_INT8`), float32 input
   and output (one QUANTIZE after the input, one DEQUANTIZE before the output).
 - ONNX: `model.export(format="onnx")`, onnxruntime's pre-processing, then its static QDQ
-  quantization with int8 activations and per-channel int8 weights; with
-  `float_reassembly=True` the package's layers keep everything but their convolutions in
-  float (their kernel normalization and reassembly).
+  quantization with int8 activations and per-channel int8 weights.
+
+With `float_reassembly=True` the package's layers keep everything but their convolutions in
+float (their kernel normalization and reassembly), in both formats: the rest of the model
+is quantized as before, with a QUANTIZE/DEQUANTIZE pair (LiteRT) or QDQ nodes (ONNX) where
+the float part begins and ends.
 
 CARAFE's kernel softmax and reassembly quantize as well as bilinear upsampling does with
 these recipes (`docs/deployment.md`, `benchmarks/export_quantization.py`).
@@ -132,26 +135,60 @@ def _warn_about_float(filepath, model):
                   f"integer-only accelerators", RuntimeWarning, stacklevel=3)
 
 
-def _export_litert(model, filepath, samples):
+# Operators of the package's layers that stay integer with `float_reassembly=True`: their
+# convolutions, which hold the layers' parameters and most of their arithmetic.
+_CONVOLUTIONS = {"Conv", "CONV_2D", "DEPTHWISE_CONV_2D"}
+
+
+def _package_scopes(model):
+    """A pattern that matches the name scopes of the model's keras_carafe layers."""
+    names = [layer.name for layer in model.layers
+             if type(layer).__module__.startswith("keras_carafe.")]
+    # TensorFlow makes scopes unique: a layer named `carafe` may be scope `carafe_1`.
+    return re.compile("|".join(re.escape(name) + r"(_\d+)?" for name in names) or "(?!)")
+
+
+def _export_litert(model, filepath, samples, float_reassembly):
     import tensorflow as tf
 
     def dataset():
         for x in samples:
             yield [x]
 
-    model.export(filepath, format="litert", verbose=False,
-                 optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=dataset,
-                 target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
+    settings = dict(optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=dataset,
+                    target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
+    if not float_reassembly:
+        model.export(filepath, format="litert", verbose=False, **settings)
+        return
+    # The converter's settings quantize every operator they can. Its quantization debugger
+    # keeps chosen ones in float by calibrating only, then quantizing the calibrated model
+    # with those nodes left out; it needs the converter, which `model.export` makes and
+    # keeps, so the same two steps are taken here: the converter's calibration-only switch
+    # passed through `model.export`, then the quantizer that the debugger calls.
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import convert
+
+    with tempfile.TemporaryDirectory() as tmp:
+        calibrated_path = os.path.join(tmp, "calibrated.tflite")
+        model.export(calibrated_path, format="litert", verbose=False,
+                     _experimental_calibrate_only=True, **settings)
+        with open(calibrated_path, "rb") as f:
+            calibrated = f.read()
+    interpreter = Interpreter(model_content=calibrated)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    scopes = _package_scopes(model)
+    kept = [names[i] for op in interpreter._get_ops_details()
+            if op["op_name"] not in _CONVOLUTIONS for i in op["outputs"]
+            if i in names and scopes.fullmatch(_scope_of(names[i]) or "")]
+    with open(filepath, "wb") as f:
+        f.write(convert.mlir_quantize(calibrated, denylisted_nodes=kept))
 
 
 def _package_layer_nodes(graph, model):
     """Names of the ONNX nodes of the model's keras_carafe layers, but their convolutions."""
-    names = [layer.name for layer in model.layers
-             if type(layer).__module__.startswith("keras_carafe.")]
-    # TensorFlow makes scopes unique: a layer named `carafe` may be scope `carafe_1`.
-    pattern = re.compile("|".join(re.escape(name) + r"(_\d+)?" for name in names))
-    return [node.name for node in graph.node if names and node.op_type != "Conv"
-            and pattern.fullmatch(_scope_of(node.name) or "")]
+    scopes = _package_scopes(model)
+    return [node.name for node in graph.node if node.op_type not in _CONVOLUTIONS
+            and scopes.fullmatch(_scope_of(node.name) or "")]
 
 
 def _export_onnx(model, filepath, samples, float_reassembly):
@@ -204,10 +241,11 @@ def export_int8(model, filepath, representative_data, format="litert", float_rea
         format: `"litert"` (full-integer LiteRT, float32 input and output) or `"onnx"`
             (onnxruntime's static QDQ quantization, int8 activations and per-channel
             weights).
-        float_reassembly: `format="onnx"` only: keep each keras_carafe layer's operators
-            other than its convolutions (the kernel normalization and the reassembly) in
-            float: a smaller error at the same speed in onnxruntime (`docs/deployment.md`);
-            the warning then names those operators.
+        float_reassembly: keep each keras_carafe layer's operators other than its
+            convolutions (the kernel normalization and the reassembly) in float: a
+            smaller error, and in LiteRT with XNNPACK a faster file than full-integer
+            (`docs/deployment.md`); not for integer-only accelerators. The warning then
+            names those operators.
 
     Returns:
         `filepath`. Warns (RuntimeWarning) naming each layer that kept float operators
@@ -223,9 +261,6 @@ def export_int8(model, filepath, representative_data, format="litert", float_rea
                          f"got {format!r}")
     if not isinstance(float_reassembly, bool):
         raise TypeError(f"`float_reassembly` must be a bool, got {float_reassembly!r}")
-    if float_reassembly and format != "onnx":
-        raise ValueError("`float_reassembly=True` needs format='onnx': full-integer LiteRT "
-                         "files hold integer operators only")
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -247,7 +282,7 @@ def export_int8(model, filepath, representative_data, format="litert", float_rea
                          f"model and load its weights")
     samples = _samples(representative_data, model.inputs[0].shape[1:])
     if format == "litert":
-        _export_litert(model, filepath, samples)
+        _export_litert(model, filepath, samples, float_reassembly)
     else:
         _export_onnx(model, filepath, samples, float_reassembly)
     _warn_about_float(filepath, model)

@@ -3,8 +3,9 @@ benchmarks.
 
 `load(path)` returns a function from one NumPy batch to the first output, for a `.onnx`
 file (onnxruntime's CPU provider), a `.tflite` file (the LiteRT interpreter, with or
-without XNNPACK) or an OpenVINO `.xml` file (CPU, float32 precision hint). Each runtime is
-imported only when a file of its format is loaded.
+without XNNPACK) or an OpenVINO `.xml` file (CPU, float32 precision hint);
+`xnnpack_partitions(path)` says how many parts of a LiteRT file XNNPACK runs. Each runtime
+is imported only when a file of its format is loaded.
 """
 
 import os
@@ -53,6 +54,20 @@ def load(path, threads=None, xnnpack=True):
         request = openvino.Core().compile_model(path, "CPU", config).create_infer_request()
         return lambda x: request.infer([x])[0]
     raise ValueError(f"`path` must name a .onnx, .tflite or OpenVINO .xml file, got {path!r}")
+
+
+def xnnpack_partitions(path):
+    """How many parts of the `.tflite` file at `path` LiteRT gives XNNPACK (its default
+    delegate): 1 when XNNPACK runs the whole graph; an operator it cannot take runs in
+    LiteRT's own kernels, between two parts (or beside none, 0, when it takes nothing)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path))
+    interpreter.allocate_tensors()  # where the default delegate takes its parts
+    # The Python interpreter has no execution plan to show; each part the delegate took is
+    # a node named DELEGATE beside the ones it replaced.
+    nodes = interpreter._interpreter
+    return sum(nodes.NodeName(i) == "DELEGATE" for i in range(nodes.NumNodes()))
 
 
 def timed(run, x, runs):

@@ -8,7 +8,6 @@ those of tests/test_ops_higher_order.py, which also covers TensorFlow graphs.
 """
 
 import keras
-import numpy as np
 import pytest
 
 from autodiff import float64_enabled, gradient, jvp, leaf, to_float64

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from carafe_reference import carafe_downsample_reference, random_downsample_inputs
-from keras_carafe import CARAFE, CARAFEDownsample
+from keras_carafe import CARAFE, CARAFEDownsample, runtimes
 from keras_carafe.ops import carafe_downsample, force_portable
 
 CONFIGS = {
@@ -126,10 +126,10 @@ def test_openvino_export_runs_in_openvino(tmp_path, rng, config):
            lambda x: compiled(x)[0])
 
 
-def _static_model(config):
+def _static_model(config, size=(12, 10)):
     """The model of `config` for inputs of one fixed size (the export leaves the batch open)."""
     data_format = config.get("data_format", "channels_last")
-    shape = (CHANNELS, 12, 10) if data_format == "channels_first" else (12, 10, CHANNELS)
+    shape = (CHANNELS, *size) if data_format == "channels_first" else (*size, CHANNELS)
     inputs = keras.Input(shape)
     layer = CARAFEDownsample if "stride" in config else CARAFE
     x = layer(compressed_channels=4, encoder_kernel_initializer="glorot_uniform", **config)(
@@ -150,6 +150,21 @@ def test_a_static_shape_litert_export_holds_rank_4_tensors_and_no_shape_arithmet
         {"TRANSPOSE"} if "channels_first" in config else set()), ops
     ranks = {len(t["shape_signature"]) for t in interpreter.get_tensor_details()}
     assert max(ranks) <= 4, ranks
+
+
+# 7x7 kernels too: their 7 rows are concatenated as a tree of at most five inputs.
+XNNPACK_CONFIGS = {**CONFIGS, "s2-k7-g1": dict(scale_factor=2, kernel_size=7, group_size=1),
+                   "down-s2-k7-g1": dict(stride=2, kernel_size=7, group_size=1)}
+
+
+@pytest.mark.parametrize("size", [(12, 10), (11, 9)])
+@pytest.mark.parametrize("config", XNNPACK_CONFIGS)
+def test_a_static_shape_litert_export_runs_whole_in_xnnpack(tmp_path, config, size):
+    # XNNPACK takes no STRIDED_SLICE with a step other than 1 and no concatenation of more
+    # than five inputs: such an operator would run outside it, between two parts.
+    _static_model(XNNPACK_CONFIGS[config], size).export(tmp_path / "model.tflite",
+                                                        format="litert", verbose=False)
+    assert runtimes.xnnpack_partitions(tmp_path / "model.tflite") == 1
 
 
 @pytest.mark.parametrize("config", CONFIGS)

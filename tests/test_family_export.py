@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_carafe import SAPA, DySample, FADE
+from keras_carafe import SAPA, DySample, FADE, runtimes
 
 CHANNELS = 8
 TOLERANCE = 1e-5
@@ -167,6 +167,14 @@ def test_a_static_shape_litert_export_holds_rank_4_tensors_and_no_shape_arithmet
     outputs = runner(**_feed(list(runner.get_input_details()), batch))
     [y] = outputs.values()
     np.testing.assert_allclose(y, model.predict(batch, verbose=0), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", [name for name in MODELS if not name.startswith("dysample")])
+def test_a_static_shape_litert_export_runs_whole_in_xnnpack(tmp_path, name):
+    # XNNPACK concatenates at most five inputs: SAPA's 25 key windows come as a tree. (It has
+    # no GATHER, which DySample's bilinear reads need.)
+    _static_model(name).export(tmp_path / "model.tflite", format="litert", verbose=False)
+    assert runtimes.xnnpack_partitions(tmp_path / "model.tflite") == 1
 
 
 @pytest.mark.parametrize("name", MODELS)

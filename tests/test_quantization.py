@@ -104,24 +104,56 @@ def test_the_other_layers_int8_litert_exports_stay_near_the_twins_error(
     assert 0 < error <= ratio * twin_error
 
 
-def test_float_reassembly_keeps_only_the_layers_operators_but_convolutions_in_float(tmp_path):
+# The layer's float operators in each format, and what stays float outside it: layout changes
+# at its float output (ONNX), nothing (LiteRT: its QUANTIZE/DEQUANTIZE are not float ops).
+FLOAT_REASSEMBLY = {"onnx": ({"MatMul", "Softmax"}, {"Transpose"}),
+                    "litert": ({"BATCH_MATMUL", "SOFTMAX"}, set())}
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_float_reassembly_keeps_only_the_layers_operators_but_convolutions_in_float(tmp_path,
+                                                                                    fmt):
+    inside, outside = FLOAT_REASSEMBLY[fmt]
     model = _network("carafe")
-    path = tmp_path / "model.onnx"
-    with pytest.warns(RuntimeWarning, match=r"carafe(_\d+)?: .*MatMul.*Softmax"):
-        export_int8(model, path, _smooth_images(32, seed=1), format="onnx",
+    path = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'tflite'}"
+    with pytest.warns(RuntimeWarning, match=r"carafe(_\d+)?: .*(MatMul|MATMUL).*(Softmax|SOFTMAX)"):
+        export_int8(model, path, _smooth_images(32, seed=1), format=fmt,
                     float_reassembly=True)
     found = float_operators(path)
-    assert {op for scope, op in found if scope and scope.startswith("carafe")} >= {
-        "MatMul", "Softmax"}
-    # Outside the layer only layout changes at its float output stay float.
-    assert {op for scope, op in found if not (scope or "").startswith("carafe")} <= {
-        "Transpose"}, found
+    in_layer = {op for scope, op in found if (scope or "").startswith("carafe")}
+    assert in_layer >= inside and not in_layer & {"Conv", "CONV_2D"}, found
+    assert {op for scope, op in found if not (scope or "").startswith("carafe")} <= outside, found
     evaluation = _smooth_images(8, seed=2)
     expected = model.predict(evaluation, verbose=0)
     run = runtimes.load(path)
     got = np.concatenate([run(x[None]) for x in evaluation])
     error = 100 * np.sqrt(np.mean((got - expected) ** 2)) / (expected.max() - expected.min())
-    assert 0 < error <= 2 * _int8_error(tmp_path, "bilinear", "onnx")
+    assert 0 < error <= 2 * _int8_error(tmp_path, "bilinear", fmt)
+
+
+@pytest.mark.parametrize("upsampler", ["carafe", "carafe_downsample"])
+def test_a_float_reassembly_litert_file_runs_whole_in_xnnpack(tmp_path, upsampler):
+    # Its speed on a CPU: the full-integer file's softmax and matmul of two activations run
+    # outside XNNPACK, splitting it into parts.
+    path = tmp_path / "model.tflite"
+    with pytest.warns(RuntimeWarning, match="keeps .* in float"):
+        export_int8(_network(upsampler), path, _smooth_images(8, seed=1),
+                    float_reassembly=True)
+    assert runtimes.xnnpack_partitions(path) == 1
+
+
+@pytest.mark.parametrize("upsampler", ["carafe_downsample", "fade", "sapa", "dysample"])
+def test_float_reassembly_in_litert_keeps_every_layers_convolutions_integer(tmp_path,
+                                                                           upsampler):
+    model = _network(upsampler)
+    path = tmp_path / "model.tflite"
+    with pytest.warns(RuntimeWarning, match="keeps .* in float"):
+        export_int8(model, path, _smooth_images(32, seed=1), float_reassembly=True)
+    name = next(layer.name for layer in model.layers
+                if type(layer).__module__.startswith("keras_carafe."))
+    found = float_operators(path)
+    assert found and all(scope and scope.startswith(name) for scope, _ in found), found
+    assert not {op for _, op in found} & {"CONV_2D", "DEPTHWISE_CONV_2D"}, found
 
 
 def test_float_operators_lists_every_operator_of_a_float_file_by_layer(tmp_path):
@@ -150,7 +182,6 @@ def test_an_operator_left_in_float_is_named_in_a_warning(tmp_path):
     (dict(representative_data=[np.zeros((2, *SHAPE), "float32")]), ValueError,
      r"`representative_data` item 0 must be one input"),
     (dict(representative_data=3), TypeError, r"`representative_data` must be an array"),
-    (dict(float_reassembly=True), ValueError, r"`float_reassembly=True` needs format='onnx'"),
     (dict(float_reassembly="yes"), TypeError, r"`float_reassembly` must be a bool, got 'yes'"),
 ])
 def test_bad_arguments_are_refused_by_name(tmp_path, kwargs, error, message):

@@ -135,9 +135,23 @@ def normalize(logits, geometry):
     return ops.reshape(ops.softmax(groups, axis=-1), (-1, h, w, channels))
 
 
-def _padded(features, geometry, right=None):
+# XNNPACK (LiteRT's CPU delegate) takes concatenations of at most five inputs: a longer one
+# runs outside it, splitting the graph in two.
+_CONCAT_FAN_IN = 5
+
+
+def _concatenate(parts, axis):
+    """`ops.concatenate(parts, axis)` as a tree of concatenations of at most five inputs."""
+    while len(parts) > _CONCAT_FAN_IN:
+        groups = [parts[i:i + _CONCAT_FAN_IN] for i in range(0, len(parts), _CONCAT_FAN_IN)]
+        parts = [group[0] if len(group) == 1 else ops.concatenate(group, axis=axis)
+                 for group in groups]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+
+
+def _padded(features, geometry, right=None, bottom=0):
     """The features with `r` zeros on every side (`right` columns on the right instead,
-    where given), padded as (N, H, W*C).
+    where given; `bottom` more rows at the bottom), padded as (N, H, W*C).
 
     tf2onnx writes a channels-last convolution as a Transpose around a
     channels-first Conv, and its optimizer pushes that Transpose through every
@@ -147,11 +161,12 @@ def _padded(features, geometry, right=None):
     """
     r = geometry.radius
     right = r if right is None else right
-    if r == 0 and right == 0:
+    if r == 0 and right == 0 and bottom == 0:
         return features
     h, w, c = _size(features, 1), _size(features, 2), features.shape[3]
-    rows = ops.pad(ops.reshape(features, (-1, h, w * c)), ((0, 0), (r, r), (r * c, right * c)))
-    return ops.reshape(rows, (-1, h + 2 * r, w + r + right, c))
+    rows = ops.pad(ops.reshape(features, (-1, h, w * c)),
+                   ((0, 0), (r, r + bottom), (r * c, right * c)))
+    return ops.reshape(rows, (-1, h + 2 * r + bottom, w + r + right, c))
 
 
 def _windows(features, geometry):
@@ -275,17 +290,31 @@ def _column_blocks(features, geometry, cells, blocks, span):
     h, w, c = _size(features, 1), _size(features, 2), features.shape[3]
     step = cells * stride
     slabs = -(-span // step)
-    padded = _padded(features, geometry, right=max((blocks + slabs - 1) * step - w - r, 0))
+    # XNNPACK (LiteRT) runs unit-stride slices only: a strided slice of rows would run
+    # outside it, splitting the graph. With a static height the rows are padded to a
+    # multiple of the stride instead and read as (rows / stride, stride) with unit steps.
+    by_phase = stride > 1 and isinstance(h, int)
+    rows = h + 2 * r + ((-(h + 2 * r)) % stride if by_phase else 0)
+    padded = _padded(features, geometry, right=max((blocks + slabs - 1) * step - w - r, 0),
+                     bottom=rows - h - 2 * r)
     parts = []
     for m in range(slabs):
         slab = ops.reshape(padded[:, :, m * step:(m + blocks) * step, :], (-1, blocks, step, c))
         width = min(step, span - m * step)
         parts.append(slab if width == step else slab[:, :, :width, :])
     columns = parts[0] if slabs == 1 else ops.concatenate(parts, axis=2)
-    columns = ops.reshape(columns, (-1, h + 2 * r, blocks, span * c))
-    # Rows ky, ky + stride, ... as in `portable._windows`: Hc of them, whatever H is.
-    taps_rows = [columns[:, ky:(ky - (k - 1)) or None:stride] for ky in range(k)]
-    stacked = taps_rows[0] if k == 1 else ops.concatenate(taps_rows, axis=-1)
+    if by_phase:
+        # Row ky + stride * i is row i + ky // stride of phase ky % stride; Hc = ceil(H / s).
+        hc = -(-h // stride)
+        columns = ops.reshape(columns, (-1, rows // stride, stride, blocks * span * c))
+        taps_rows = [ops.reshape(columns[:, ky // stride:ky // stride + hc,
+                                         ky % stride:ky % stride + 1], (-1, hc, blocks, span * c))
+                     for ky in range(k)]
+    else:
+        columns = ops.reshape(columns, (-1, rows, blocks, span * c))
+        # Rows ky, ky + stride, ... as in `portable._windows`: Hc of them, whatever H is.
+        taps_rows = [columns[:, ky:(ky - (k - 1)) or None:stride] for ky in range(k)]
+    stacked = _concatenate(taps_rows, axis=-1)
     return ops.reshape(stacked, (-1, _size(stacked, 1) * blocks, k * span, c))
 
 
@@ -403,7 +432,7 @@ def similarity_cells(geometry, queries, keys, mask=True):
     outputs = []
     for group in range(g):
         parts = windows if g == 1 else [win[..., group * cg:(group + 1) * cg] for win in windows]
-        patches = ops.reshape(ops.concatenate(parts, axis=-1), (-1, h * w, taps, cg))
+        patches = ops.reshape(_concatenate(parts, axis=-1), (-1, h * w, taps, cg))
         group_queries = cells if g == 1 else cells[..., group * cg:(group + 1) * cg]
         # (cells, k*k, C/G) x (cells, C/G, phases), then taps last.
         products = ops.matmul(patches, ops.transpose(group_queries, (0, 1, 3, 2)))
