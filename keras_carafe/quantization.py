@@ -166,12 +166,23 @@ def _export_litert(model, filepath, samples, float_reassembly):
     # keeps, so the same two steps are taken here: the converter's calibration-only switch
     # passed through `model.export`, then the quantizer that the debugger calls.
     from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.python import convert
 
+    missing = ("`float_reassembly=True` with format='litert' needs TensorFlow's calibration-"
+               "only conversion and its quantizer's deny list, which this TensorFlow "
+               f"{tf.__version__} does not offer: use format='onnx' or float_reassembly=False")
+    try:
+        from tensorflow.lite.python.convert import mlir_quantize
+    except ImportError as err:
+        raise RuntimeError(missing) from err
     with tempfile.TemporaryDirectory() as tmp:
         calibrated_path = os.path.join(tmp, "calibrated.tflite")
-        model.export(calibrated_path, format="litert", verbose=False,
-                     _experimental_calibrate_only=True, **settings)
+        try:
+            model.export(calibrated_path, format="litert", verbose=False,
+                         _experimental_calibrate_only=True, **settings)
+        except ValueError as err:
+            if "_experimental_calibrate_only" not in str(err):
+                raise
+            raise RuntimeError(missing) from err
         with open(calibrated_path, "rb") as f:
             calibrated = f.read()
     interpreter = Interpreter(model_content=calibrated)
@@ -181,7 +192,7 @@ def _export_litert(model, filepath, samples, float_reassembly):
             if op["op_name"] not in _CONVOLUTIONS for i in op["outputs"]
             if i in names and scopes.fullmatch(_scope_of(names[i]) or "")]
     with open(filepath, "wb") as f:
-        f.write(convert.mlir_quantize(calibrated, denylisted_nodes=kept))
+        f.write(mlir_quantize(calibrated, denylisted_nodes=kept))
 
 
 def _package_layer_nodes(graph, model):

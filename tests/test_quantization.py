@@ -192,6 +192,17 @@ def test_bad_arguments_are_refused_by_name(tmp_path, kwargs, error, message):
         export_int8(**arguments)
 
 
+def test_float_reassembly_in_litert_without_tensorflows_quantizer_says_what_to_use(
+        tmp_path, monkeypatch):
+    from tensorflow.lite.python import convert
+
+    monkeypatch.delattr(convert, "mlir_quantize")
+    with pytest.raises(RuntimeError, match=r"`float_reassembly=True` with format='litert' "
+                                           r".*use format='onnx' or float_reassembly=False"):
+        export_int8(_network("carafe"), tmp_path / "model.tflite", _smooth_images(2, seed=0),
+                    float_reassembly=True)
+
+
 def test_a_model_that_does_not_compute_in_float32_is_refused(tmp_path):
     inputs = keras.Input(SHAPE)
     model = keras.Model(inputs, CARAFE(compressed_channels=4, dtype="float16")(inputs),
