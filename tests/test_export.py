@@ -152,9 +152,11 @@ def test_a_static_shape_litert_export_holds_rank_4_tensors_and_no_shape_arithmet
     assert max(ranks) <= 4, ranks
 
 
-# 7x7 kernels too: their 7 rows are concatenated as a tree of at most five inputs.
+# 7x7 kernels and 8 groups too: their 7 rows and 8 group outputs are concatenated as trees
+# of at most five inputs.
 XNNPACK_CONFIGS = {**CONFIGS, "s2-k7-g1": dict(scale_factor=2, kernel_size=7, group_size=1),
-                   "down-s2-k7-g1": dict(stride=2, kernel_size=7, group_size=1)}
+                   "down-s2-k7-g1": dict(stride=2, kernel_size=7, group_size=1),
+                   "s2-k5-g8": dict(scale_factor=2, kernel_size=5, group_size=8)}
 
 
 @pytest.mark.parametrize("size", [(12, 10), (11, 9)])

@@ -113,7 +113,7 @@ def per_sub_pixel(x, scale_factor):
     """(N, H, W, C) -> (N, H, W, s*s*C), one copy per sub-pixel: a nearest upsampling's
     cells. A concatenation, not a Tile: OpenVINO 2026.4 gives that Tile a wrong shape where
     the spatial sizes are unknown ((1, 12, 5, 1) for (1, 3, 5, 4))."""
-    return ops.concatenate([x] * (scale_factor * scale_factor), axis=-1)
+    return export_formulation.concatenate([x] * (scale_factor * scale_factor), axis=-1)
 
 
 def nearest_upsample(x, scale_factor):

@@ -98,6 +98,23 @@ def formulation_while(target):
     return formulation_for(target)
 
 
+# XNNPACK (LiteRT's CPU delegate) takes concatenations of at most five inputs: a longer one
+# runs outside it, splitting the graph in two. The exported graphs concatenate through
+# `concatenate` (groups, phases, rows, windows; FADE's sub-pixel copies too), but for
+# patches_matmul's windows, whose single concatenation is the one that
+# benchmarks/export_formulations.py measured.
+_CONCAT_FAN_IN = 5
+
+
+def concatenate(parts, axis):
+    """`ops.concatenate(parts, axis)` as a tree of concatenations of at most five inputs."""
+    while len(parts) > _CONCAT_FAN_IN:
+        groups = [parts[i:i + _CONCAT_FAN_IN] for i in range(0, len(parts), _CONCAT_FAN_IN)]
+        parts = [group[0] if len(group) == 1 else ops.concatenate(group, axis=axis)
+                 for group in groups]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+
+
 def depth_to_space(x, block_size):
     """(N, H, W, s*s*C') -> (N, H*s, W*s, C') in TensorFlow's channel order, in rank 4.
 
@@ -110,7 +127,7 @@ def depth_to_space(x, block_size):
         return x
     h, w, c = _size(x, 1), _size(x, 2), x.shape[3] // (s * s)
     rows = [ops.reshape(x[..., i * s * c:(i + 1) * s * c], (-1, h, w * s, c)) for i in range(s)]
-    return ops.reshape(ops.concatenate(rows, axis=2), (-1, h * s, w * s, c))
+    return ops.reshape(concatenate(rows, axis=2), (-1, h * s, w * s, c))
 
 
 def space_to_depth(x, block_size):
@@ -122,7 +139,7 @@ def space_to_depth(x, block_size):
     rows = ops.reshape(x, (-1, h, s * w * s, c))
     phases = [ops.reshape(rows[:, :, i * w * s:(i + 1) * w * s, :], (-1, h, w, s * c))
               for i in range(s)]
-    return ops.concatenate(phases, axis=-1)
+    return concatenate(phases, axis=-1)
 
 
 def normalize(logits, geometry):
@@ -133,20 +150,6 @@ def normalize(logits, geometry):
     h, w, channels = _size(logits, 1), _size(logits, 2), logits.shape[3]
     groups = ops.reshape(logits, (-1, h, w * (channels // taps), taps))
     return ops.reshape(ops.softmax(groups, axis=-1), (-1, h, w, channels))
-
-
-# XNNPACK (LiteRT's CPU delegate) takes concatenations of at most five inputs: a longer one
-# runs outside it, splitting the graph in two.
-_CONCAT_FAN_IN = 5
-
-
-def _concatenate(parts, axis):
-    """`ops.concatenate(parts, axis)` as a tree of concatenations of at most five inputs."""
-    while len(parts) > _CONCAT_FAN_IN:
-        groups = [parts[i:i + _CONCAT_FAN_IN] for i in range(0, len(parts), _CONCAT_FAN_IN)]
-        parts = [group[0] if len(group) == 1 else ops.concatenate(group, axis=axis)
-                 for group in groups]
-    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
 def _padded(features, geometry, right=None, bottom=0):
@@ -190,7 +193,7 @@ def _tap_sum(features, weights, geometry):
                 term = weights[..., index:index + 1] * window
                 total = term if total is None else total + term
             outputs.append(total)
-    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
+    return concatenate(outputs, axis=-1)
 
 
 def _cell_matrices(weights, geometry, hc, wc):
@@ -212,7 +215,7 @@ def _per_group(features, weights, geometry, combine):
     for group, matrix in enumerate(_cell_matrices(weights, geometry, hc, wc)):
         parts = windows if g == 1 else [w[..., group * cg:(group + 1) * cg] for w in windows]
         outputs.append(combine(matrix, parts, hc, wc))
-    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=-1)
+    out = concatenate(outputs, axis=-1)
     return ops.reshape(out, (-1, hc, wc, geometry.phases * c))
 
 
@@ -260,7 +263,7 @@ def _one_hot_conv(features, weights, geometry):
         part = patches if g == 1 else patches[:, :, group * cg:(group + 1) * cg, :]
         # (N, cells, C/G, taps) x (N, cells, taps, phases): the transposes are of the weights.
         outputs.append(ops.matmul(part, ops.transpose(matrix, (0, 1, 3, 2))))
-    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=2)  # (N, cells, C, phases)
+    out = concatenate(outputs, axis=2)  # (N, cells, C, phases)
     if phases > 1:
         out = ops.transpose(out, (0, 1, 3, 2))
     return ops.reshape(out, (-1, hc, wc, phases * c))
@@ -302,7 +305,7 @@ def _column_blocks(features, geometry, cells, blocks, span):
         slab = ops.reshape(padded[:, :, m * step:(m + blocks) * step, :], (-1, blocks, step, c))
         width = min(step, span - m * step)
         parts.append(slab if width == step else slab[:, :, :width, :])
-    columns = parts[0] if slabs == 1 else ops.concatenate(parts, axis=2)
+    columns = concatenate(parts, axis=2)
     if by_phase:
         # Row ky + stride * i is row i + ky // stride of phase ky % stride; Hc = ceil(H / s).
         hc = -(-h // stride)
@@ -314,7 +317,7 @@ def _column_blocks(features, geometry, cells, blocks, span):
         columns = ops.reshape(columns, (-1, rows, blocks, span * c))
         # Rows ky, ky + stride, ... as in `portable._windows`: Hc of them, whatever H is.
         taps_rows = [columns[:, ky:(ky - (k - 1)) or None:stride] for ky in range(k)]
-    stacked = _concatenate(taps_rows, axis=-1)
+    stacked = concatenate(taps_rows, axis=-1)
     return ops.reshape(stacked, (-1, _size(stacked, 1) * blocks, k * span, c))
 
 
@@ -357,7 +360,7 @@ def _band_matmul(features, weights, geometry):
         band = bands if g == 1 else bands[..., group * k * span:(group + 1) * k * span]
         part = stacked if g == 1 else stacked[..., group * cg:(group + 1) * cg]
         outputs.append(ops.matmul(band, part))  # (N, Hc*blocks, cells*phases, C/G)
-    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=-1)
+    out = concatenate(outputs, axis=-1)
     out = ops.reshape(out, (-1, hc, blocks * cells, geometry.phases * c))
     return out if blocks * cells == wc else out[:, :, :wc, :]
 
@@ -432,12 +435,12 @@ def similarity_cells(geometry, queries, keys, mask=True):
     outputs = []
     for group in range(g):
         parts = windows if g == 1 else [win[..., group * cg:(group + 1) * cg] for win in windows]
-        patches = ops.reshape(_concatenate(parts, axis=-1), (-1, h * w, taps, cg))
+        patches = ops.reshape(concatenate(parts, axis=-1), (-1, h * w, taps, cg))
         group_queries = cells if g == 1 else cells[..., group * cg:(group + 1) * cg]
         # (cells, k*k, C/G) x (cells, C/G, phases), then taps last.
         products = ops.matmul(patches, ops.transpose(group_queries, (0, 1, 3, 2)))
         outputs.append(ops.transpose(products, (0, 1, 3, 2)))
-    out = outputs[0] if g == 1 else ops.concatenate(outputs, axis=-1)
+    out = concatenate(outputs, axis=-1)
     out = ops.reshape(out, (-1, h, w, phases * g * taps))
     if mask:
         out = ops.where(_inside(geometry, h, w), out, ops.zeros((), compute_dtype))
