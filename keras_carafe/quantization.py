@@ -65,6 +65,14 @@ def _scope_of(name):
     return parts[1] if len(parts) > 2 else None
 
 
+def _scope_path(name):
+    """The name scopes below the model's own in a tensor or node name, joined by "/": the
+    path of layer names down to the operator's (nested models' included), or ""."""
+    # A fused LiteRT tensor is named after each operator fused into it, joined by ";".
+    parts = [p for p in name.split(";")[0].split("/") if p]
+    return "/".join(parts[1:-1])
+
+
 def float_operators(filepath):
     """[(name scope, operator)] of a quantized LiteRT or ONNX file that compute in float.
 
@@ -140,12 +148,25 @@ def _warn_about_float(filepath, model):
 _CONVOLUTIONS = {"Conv", "CONV_2D", "DEPTHWISE_CONV_2D"}
 
 
+def _layer_paths(model, prefix=()):
+    """(path of layer names from `model` down, layer) of every layer, nested models' too."""
+    import keras
+
+    for layer in model.layers:
+        path = (*prefix, layer.name)
+        yield path, layer
+        if isinstance(layer, keras.Model):
+            yield from _layer_paths(layer, path)
+
+
 def _package_scopes(model):
-    """A pattern that matches the name scopes of the model's keras_carafe layers."""
-    names = [layer.name for layer in model.layers
-             if type(layer).__module__.startswith("keras_carafe.")]
+    """A pattern that matches the name scope paths (`_scope_path`) of the model's keras_carafe
+    layers and of everything inside them, nested models' layers included."""
     # TensorFlow makes scopes unique: a layer named `carafe` may be scope `carafe_1`.
-    return re.compile("|".join(re.escape(name) + r"(_\d+)?" for name in names) or "(?!)")
+    paths = ["/".join(re.escape(name) + r"(_\d+)?" for name in path)
+             for path, layer in _layer_paths(model)
+             if type(layer).__module__.startswith("keras_carafe.")]
+    return re.compile("(" + "|".join(paths) + ")(/.*)?" if paths else "(?!)")
 
 
 def _export_litert(model, filepath, samples, float_reassembly):
@@ -190,7 +211,7 @@ def _export_litert(model, filepath, samples, float_reassembly):
     scopes = _package_scopes(model)
     kept = [names[i] for op in interpreter._get_ops_details()
             if op["op_name"] not in _CONVOLUTIONS for i in op["outputs"]
-            if i in names and scopes.fullmatch(_scope_of(names[i]) or "")]
+            if i in names and scopes.fullmatch(_scope_path(names[i]))]
     with open(filepath, "wb") as f:
         f.write(mlir_quantize(calibrated, denylisted_nodes=kept))
 
@@ -199,7 +220,7 @@ def _package_layer_nodes(graph, model):
     """Names of the ONNX nodes of the model's keras_carafe layers, but their convolutions."""
     scopes = _package_scopes(model)
     return [node.name for node in graph.node if node.op_type not in _CONVOLUTIONS
-            and scopes.fullmatch(_scope_of(node.name) or "")]
+            and scopes.fullmatch(_scope_path(node.name))]
 
 
 def _export_onnx(model, filepath, samples, float_reassembly):
@@ -253,10 +274,10 @@ def export_int8(model, filepath, representative_data, format="litert", float_rea
             (onnxruntime's static QDQ quantization, int8 activations and per-channel
             weights).
         float_reassembly: keep each keras_carafe layer's operators other than its
-            convolutions (the kernel normalization and the reassembly) in float: a
-            smaller error, and in LiteRT with XNNPACK a faster file than full-integer
-            (`docs/deployment.md`); not for integer-only accelerators. The warning then
-            names those operators.
+            convolutions (the kernel normalization and the reassembly) in float, nested
+            models' layers included: a smaller error, and in LiteRT with XNNPACK a faster
+            file than full-integer (`docs/deployment.md`); not for integer-only
+            accelerators. The warning then names those operators.
 
     Returns:
         `filepath`. Warns (RuntimeWarning) naming each layer that kept float operators
@@ -286,7 +307,7 @@ def export_int8(model, filepath, representative_data, format="litert", float_rea
     if len(model.inputs) != 1:
         raise ValueError(f"export_int8 takes models with one input; {model.name!r} has "
                          f"{len(model.inputs)}")
-    dtypes = {layer.compute_dtype for layer in model.layers} - {"float32"}
+    dtypes = {layer.compute_dtype for _, layer in _layer_paths(model)} - {"float32"}
     if dtypes:
         raise ValueError(f"export_int8 quantizes float32 models; layers of {model.name!r} "
                          f"compute in {', '.join(sorted(dtypes))}: build a float32 copy of the "

@@ -39,13 +39,17 @@ GUIDED = {
 }
 
 
-def _network(upsampler):
-    """Conv -> upsampler -> Conv, so that the runtimes quantize the twin's resize too."""
+def _network(upsampler, decoder="average"):
+    """Conv -> upsampler -> Conv, so that the runtimes quantize the twin's resize too; a
+    guided upsampler's decoder features come from the 2x2 average pool or (`"strided"`) a
+    strided convolution."""
     keras.utils.set_random_seed(0)
     if upsampler in GUIDED:
         inputs = keras.Input(SHAPE)
         x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-        y = GUIDED[upsampler]()(x, keras.layers.AveragePooling2D(2)(x))
+        coarse = (keras.layers.AveragePooling2D(2)(x) if decoder == "average" else
+                  keras.layers.Conv2D(16, 3, strides=2, padding="same")(x))
+        y = GUIDED[upsampler]()(x, coarse)
         return keras.Model(inputs, keras.layers.Conv2D(8, 3, padding="same")(y))
     layer = {
         "carafe": lambda: CARAFE(compressed_channels=16,
@@ -131,15 +135,53 @@ def test_float_reassembly_keeps_only_the_layers_operators_but_convolutions_in_fl
     assert 0 < error <= 2 * _int8_error(tmp_path, "bilinear", fmt)
 
 
-@pytest.mark.parametrize("upsampler", ["carafe", "carafe_downsample"])
+def _nested_network():
+    """Conv -> a nested model `decoder` (Conv -> CARAFE) -> CARAFE -> Conv."""
+    keras.utils.set_random_seed(0)
+    inner_inputs = keras.Input((*SHAPE[:2], 16))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inner_inputs)
+    decoder = keras.Model(inner_inputs, CARAFE(compressed_channels=16)(x), name="decoder")
+    inputs = keras.Input(SHAPE)
+    x = decoder(keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs))
+    x = CARAFE(compressed_channels=16, name="outer_carafe")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(8, 3, padding="same")(x))
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_float_reassembly_reaches_the_layers_of_nested_models(tmp_path, fmt):
+    inside, outside = FLOAT_REASSEMBLY[fmt]
+    path = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'tflite'}"
+    with pytest.warns(RuntimeWarning, match=r"decoder(_\d+)?: .*(MatMul|MATMUL)"):
+        export_int8(_nested_network(), path, _smooth_images(16, seed=1), format=fmt,
+                    float_reassembly=True)
+    by_scope = {}
+    for scope, op in float_operators(path):
+        by_scope.setdefault((scope or "").rstrip("_0123456789"), set()).add(op)
+    assert by_scope.pop("decoder") >= inside and by_scope.pop("outer_carafe") >= inside
+    assert not {"Conv", "CONV_2D"} & set().union(*by_scope.values(), set())
+    # The nested model's own convolution (outside its CARAFE) is quantized: nothing else of
+    # the model stays float but the layout changes at the float output.
+    assert set().union(*by_scope.values(), set()) <= outside, by_scope
+
+
+@pytest.mark.parametrize("upsampler", ["carafe", "carafe_downsample", "fade", "sapa"])
 def test_a_float_reassembly_litert_file_runs_whole_in_xnnpack(tmp_path, upsampler):
     # Its speed on a CPU: the full-integer file's softmax and matmul of two activations run
-    # outside XNNPACK, splitting it into parts.
+    # outside XNNPACK, splitting it into parts. (So does an int8 average pool: the guided
+    # upsamplers take a strided convolution's output here.)
     path = tmp_path / "model.tflite"
     with pytest.warns(RuntimeWarning, match="keeps .* in float"):
-        export_int8(_network(upsampler), path, _smooth_images(8, seed=1),
+        export_int8(_network(upsampler, decoder="strided"), path, _smooth_images(8, seed=1),
                     float_reassembly=True)
     assert runtimes.xnnpack_partitions(path) == 1
+
+
+def test_an_int8_average_pool_runs_outside_xnnpack(tmp_path):
+    # docs/deployment.md says so: the 2x2 average of the guided layers' int8 rows, which the
+    # test above avoids.
+    path = tmp_path / "pool.tflite"
+    export_int8(_network("average_pool"), path, _smooth_images(8, seed=1))
+    assert runtimes.xnnpack_partitions(path) == 2
 
 
 @pytest.mark.parametrize("upsampler", ["carafe_downsample", "fade", "sapa", "dysample"])
@@ -208,6 +250,17 @@ def test_a_model_that_does_not_compute_in_float32_is_refused(tmp_path):
     model = keras.Model(inputs, CARAFE(compressed_channels=4, dtype="float16")(inputs),
                         dtype="float16")
     with pytest.raises(ValueError, match="export_int8 quantizes float32 models"):
+        export_int8(model, tmp_path / "model.tflite", _smooth_images(2, seed=0))
+
+
+def test_a_nested_layer_that_does_not_compute_in_float32_is_refused(tmp_path):
+    inner_inputs = keras.Input(SHAPE)
+    half = CARAFE(compressed_channels=4, dtype="mixed_float16")
+    decoder = keras.Model(inner_inputs, half(inner_inputs), name="decoder")
+    inputs = keras.Input(SHAPE)
+    model = keras.Model(inputs, decoder(inputs))
+    with pytest.raises(ValueError, match=r"export_int8 quantizes float32 models; .* compute "
+                                         r"in float16"):
         export_int8(model, tmp_path / "model.tflite", _smooth_images(2, seed=0))
 
 
