@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from carafe_reference import carafe_downsample_reference, random_downsample_inputs
+from heads import pointwise_head
 from keras_carafe import CARAFE, CARAFEDownsample, runtimes
 from keras_carafe.ops import carafe_downsample, force_portable
 
@@ -41,7 +42,7 @@ def _model(data_format="channels_last", implementation="auto", **config):
     layer = CARAFEDownsample if "stride" in config else CARAFE
     x = layer(compressed_channels=4, data_format=data_format, implementation=implementation,
               encoder_kernel_initializer="glorot_uniform", name="carafe", **config)(inputs)
-    outputs = keras.layers.Conv2D(3, 1, data_format=data_format)(x)
+    outputs = pointwise_head(data_format)(x)
     return keras.Model(inputs, outputs)
 
 
@@ -134,7 +135,7 @@ def _static_model(config, size=(12, 10)):
     layer = CARAFEDownsample if "stride" in config else CARAFE
     x = layer(compressed_channels=4, encoder_kernel_initializer="glorot_uniform", **config)(
         inputs)
-    return keras.Model(inputs, keras.layers.Conv2D(3, 1, data_format=data_format)(x))
+    return keras.Model(inputs, pointwise_head(data_format)(x))
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from heads import pointwise_head
 from keras_carafe import SAPA, DySample, FADE, runtimes
 
 CHANNELS = 8
@@ -54,7 +55,7 @@ def _model(name, implementation="auto"):
         inputs, x = [encoder, decoder], layer(encoder, decoder)
     else:
         inputs, x = [decoder], layer(decoder)
-    outputs = keras.layers.Conv2D(3, 1, data_format=fmt)(x)
+    outputs = pointwise_head(fmt)(x)
     return keras.Model(inputs, outputs)
 
 
@@ -140,7 +141,7 @@ def _static_model(name):
         inputs, x = [encoder, decoder], layer(encoder, decoder)
     else:
         inputs, x = [decoder], layer(decoder)
-    return keras.Model(inputs, keras.layers.Conv2D(3, 1, data_format=fmt)(x))
+    return keras.Model(inputs, pointwise_head(fmt)(x))
 
 
 def _static_batch(rng, model):
